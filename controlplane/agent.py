@@ -1,0 +1,87 @@
+"""The agent: one long-lived process per host that runs the durable jobs.
+
+It claims jobs from the database, runs each kind through its runner, and on start requeues what an
+earlier agent process on this host left running. Later capabilities (libvirt events, reconciliation,
+the sandbox pool) register here as runners and periodic tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Callable, Protocol
+
+from .app import Services, build_services
+from .config import Settings
+from .jobs import JobQueue
+from .services.imaging import ImagingRunner
+
+log = logging.getLogger("openhosting.agent")
+
+
+class Runner(Protocol):
+    kind: str
+
+    def run(self, job) -> None: ...
+
+
+class Agent:
+    def __init__(self, services: Services, workers: int = 2):
+        self.services = services
+        self.queue = JobQueue(services.db)
+        self.runners: dict[str, Runner] = {}
+        self.periodic: list[tuple[float, Callable[[], None]]] = []
+        self.stopping = threading.Event()
+        self.workers = workers
+        self.register(ImagingRunner(services.db, services.pool, self.queue))
+
+    def register(self, runner: Runner) -> None:
+        self.runners[runner.kind] = runner
+
+    def every(self, seconds: float, task: Callable[[], None]) -> None:
+        self.periodic.append((seconds, task))
+
+    def _work(self) -> None:
+        poll = self.services.settings.job_poll_interval
+        while not self.stopping.is_set():
+            try:
+                job = self.queue.claim(list(self.runners))
+            except Exception:
+                log.exception("claiming a job failed")
+                job = None
+            if job is None:
+                self.stopping.wait(poll)
+                continue
+            try:
+                self.runners[job.kind].run(job)
+            except Exception:
+                log.exception("job %s (%s) crashed", job.id, job.kind)
+                self.queue.finish(job.id, error="internal error in the agent")
+
+    def _tick(self, seconds: float, task: Callable[[], None]) -> None:
+        while not self.stopping.wait(seconds):
+            try:
+                task()
+            except Exception:
+                log.exception("periodic task %s failed", getattr(task, "__name__", task))
+
+    def run(self) -> None:
+        recovered = self.queue.recover_own()
+        if recovered:
+            log.info("requeued %d job(s) left running by an earlier agent", recovered)
+        threads = [threading.Thread(target=self._work, name=f"jobs-{i}", daemon=True)
+                   for i in range(self.workers)]
+        threads += [threading.Thread(target=self._tick, args=p, daemon=True) for p in self.periodic]
+        for t in threads:
+            t.start()
+        log.info("agent running (%s), job kinds: %s", self.queue.owner, ", ".join(self.runners))
+        self.stopping.wait()
+
+
+def main(settings: Settings | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    agent = Agent(build_services(settings or Settings.from_env()))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: agent.stopping.set())
+    agent.run()

@@ -1,0 +1,151 @@
+"""The Falcon application factory. gunicorn calls get_app(); tests and tools call create_app()."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from dataclasses import dataclass
+
+import falcon
+
+from . import formats
+from .config import Settings
+from .db import Database
+from .errors import DomainError, Unauthorized, Usage, http_status
+from .http import JSON, TEXT
+from .resources import drives as drive_resources
+from .services.accounts import Accounts
+from .services.drives import Drives
+from storage.errors import BadData, ChunkTooLarge, OutOfBounds, PoolFull, StorageError
+from storage.pool import DrivePool
+
+log = logging.getLogger("openhosting.api")
+
+# Storage errors, mapped once to (status, X-Elastic-Error).
+STORAGE_HTTP = {
+    OutOfBounds: (400, "usage"),
+    BadData: (400, "usage"),
+    ChunkTooLarge: (413, "usage"),
+    PoolFull: (507, "full"),
+}
+
+# Falcon's own errors (routing, method) in the cloud API's vocabulary.
+FALCON_KINDS = {400: "usage", 401: "auth", 404: "missing", 405: "method", 411: "usage", 413: "usage",
+                415: "usage"}
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    accounts: Accounts
+    drives: Drives
+    pool: DrivePool
+
+
+def build_services(settings: Settings) -> Services:
+    db = Database(settings)
+    pool = DrivePool(settings.drive_dir, reserve=settings.pool_reserve)
+    return Services(settings=settings, db=db, accounts=Accounts(db), pool=pool,
+                    drives=Drives(db, pool, settings))
+
+
+class BasicAuth:
+    """Every request carries HTTP Basic credentials: user UUID and secret API key."""
+
+    def __init__(self, accounts: Accounts):
+        self.accounts = accounts
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        header = req.get_header("Authorization") or ""
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic" or not encoded:
+            raise Unauthorized("HTTP Basic authentication required (user UUID and secret API key)")
+        try:
+            user, _, secret = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthorized("malformed Basic authorization header") from None
+        req.context.user = self.accounts.authenticate(user, secret)
+
+
+def _render_error(req: falcon.Request, resp: falcon.Response, status: int, kind: str, message: str) -> None:
+    resp.status = falcon.code_to_http_status(status)
+    resp.set_header("X-Elastic-Error", kind)
+    message = " ".join(message.split())  # one line
+    if formats.wants_json(req.get_header("Accept")):
+        resp.content_type = JSON
+        resp.text = formats.json.dumps({"error": kind, "message": message})
+    else:
+        resp.content_type = TEXT
+        resp.text = message + "\n"
+    if status == 401:
+        resp.set_header("WWW-Authenticate", 'Basic realm="openhosting"')
+    # An error may come before the body was read; do not let a keep-alive reuse a half-read stream.
+    if req.content_length:
+        resp.set_header("Connection", "close")
+
+
+def _domain_error(req, resp, exc: DomainError, params) -> None:
+    status, kind = http_status(exc)
+    _render_error(req, resp, status, kind, exc.message)
+
+
+def _storage_error(req, resp, exc: StorageError, params) -> None:
+    status, kind = next((v for cls, v in STORAGE_HTTP.items() if isinstance(exc, cls)), (500, "failed"))
+    _render_error(req, resp, status, kind, exc.message)
+
+
+def _falcon_error(req, resp, exc: falcon.HTTPError, params) -> None:
+    status = int(exc.status_code)
+    kind = FALCON_KINDS.get(status, "failed" if status >= 500 else "usage")
+    if status == 404:
+        message = f"no such command or object: {req.path}"
+    elif status == 405:
+        message = f"{req.method} is not allowed on {req.path}"
+        resp.set_header("Allow", exc.headers.get("Allow", "") if exc.headers else "")
+    else:
+        message = exc.title + (f": {exc.description}" if exc.description else "")
+    _render_error(req, resp, status, kind, message)
+
+
+def _unexpected(req, resp, exc: Exception, params) -> None:
+    if isinstance(exc, falcon.HTTPError):
+        return _falcon_error(req, resp, exc, params)
+    log.exception("unhandled error on %s %s", req.method, req.path)
+    _render_error(req, resp, 500, "system", "internal error; the operator's log has the details")
+
+
+def create_app(services: Services) -> falcon.App:
+    app = falcon.App(middleware=[BasicAuth(services.accounts)], media_type=TEXT)
+    app.req_options.strip_url_path_trailing_slash = True
+    app.resp_options.secure_cookies_by_default = False
+    # Order matters: Falcon picks the most specific handler registered.
+    app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(falcon.HTTPError, _falcon_error)
+    app.add_error_handler(StorageError, _storage_error)
+    app.add_error_handler(DomainError, _domain_error)
+    drive_resources.add_routes(app, services.drives)
+    return app
+
+
+def get_app() -> falcon.App:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return CanonicalHeaders(create_app(build_services(Settings.from_env())))
+
+
+class CanonicalHeaders:
+    """WSGI wrapper: Falcon emits header names in lower case; scripts grep for `X-Elastic-Error`."""
+
+    NAMES = {"x-elastic-error": "X-Elastic-Error", "content-type": "Content-Type",
+             "content-length": "Content-Length", "location": "Location", "allow": "Allow",
+             "www-authenticate": "WWW-Authenticate", "connection": "Connection"}
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        def start(status, headers, exc_info=None):
+            return start_response(status, [(self.NAMES.get(k, k), v) for k, v in headers], exc_info)
+
+        return self.app(environ, start)

@@ -1,0 +1,68 @@
+"""Settings, read once from the environment (documented in README.md)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """Parse `10G`, `512k`, `1024` into bytes; raise ValueError on anything else."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty size")
+    unit = text[-1].lower() if text[-1].isalpha() else ""
+    number = text[:-1] if unit else text
+    if unit not in _UNITS or not number.isdigit():
+        raise ValueError(f"bad size {text!r}")
+    return int(number) * _UNITS[unit]
+
+
+def _env_size(env: dict, name: str, default: int) -> int:
+    value = env.get(name)
+    return parse_size(value) if value else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path
+    database_url: str
+    # The largest request body read into memory (a write chunk, a key/value body).
+    max_body: int = 64 * 1024**2
+    # Sum of the sizes of all drives in the pool; 0 means "the pool file system's size".
+    pool_limit: int = 0
+    # Bytes kept free on the pool's file system; a write that would eat into them answers 507.
+    pool_reserve: int = 64 * 1024**2
+    # Per-user sum of drive sizes (402 billing beyond it); 0 means no limit.
+    user_drive_quota: int = 0
+    # How long the agent sleeps between polls of the job table.
+    job_poll_interval: float = 0.2
+    libvirt_uri: str = "qemu:///system"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def drive_dir(self) -> Path:
+        return self.state_dir / "drives"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        state_dir = Path(env.get("OPENHOSTING_STATE_DIR") or Path.cwd() / "var").absolute()
+        database_url = env.get("OPENHOSTING_DATABASE_URL") or f"sqlite:///{state_dir / 'openhosting.db'}"
+        return cls(
+            state_dir=state_dir,
+            database_url=database_url,
+            max_body=_env_size(env, "OPENHOSTING_MAX_BODY", cls.max_body),
+            pool_limit=_env_size(env, "OPENHOSTING_POOL_LIMIT", cls.pool_limit),
+            pool_reserve=_env_size(env, "OPENHOSTING_POOL_RESERVE", cls.pool_reserve),
+            user_drive_quota=_env_size(env, "OPENHOSTING_USER_DRIVE_QUOTA", cls.user_drive_quota),
+            job_poll_interval=float(env.get("OPENHOSTING_JOB_POLL_INTERVAL", cls.job_poll_interval)),
+            libvirt_uri=env.get("OPENHOSTING_LIBVIRT_URI", cls.libvirt_uri),
+        )

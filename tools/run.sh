@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The README's run command: installs what is needed (idempotently), migrates the database, creates a
+# first user when there is none (printing its credentials), starts the agent and serves the API on
+# ${OPENHOSTING_BIND:-127.0.0.1:8080}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/setup.sh
+admin=.venv/bin/openhosting-admin
+$admin db upgrade
+if [[ -z "$($admin user list)" ]]; then
+  echo "No user yet; creating the first one:"
+  $admin user create --name admin
+fi
+state="${OPENHOSTING_STATE_DIR:-$PWD/var}"
+mkdir -p "$state/log"
+$admin agent >>"$state/log/agent.log" 2>&1 &
+agent=$!
+trap 'kill $agent 2>/dev/null || true' EXIT
+$admin serve --bind "${OPENHOSTING_BIND:-127.0.0.1:8080}"

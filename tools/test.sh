@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is needed (idempotently) and runs the whole suite,
+# against SQLite and, through a local PostgreSQL it installs and starts, against PostgreSQL too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/setup.sh --with-postgres
+export OPENHOSTING_TEST_POSTGRES_URL="${OPENHOSTING_TEST_POSTGRES_URL:-postgresql+psycopg://openhosting:openhosting@127.0.0.1/openhosting_test}"
+exec .venv/bin/python -m pytest "$@"
