@@ -9,7 +9,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev gcc pkg-config
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev dnsmasq-base
   linux-image-amd64 busybox-static debootstrap e2fsprogs tini
-  isolinux syslinux-common xorriso cpio xz-utils zstd
+  isolinux syslinux syslinux-common mtools dosfstools xorriso cpio xz-utils zstd
 )
 if [[ "${1:-}" == "--with-postgres" ]]; then
   APT_PACKAGES+=(postgresql)
