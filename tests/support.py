@@ -1,0 +1,215 @@
+"""Test support: a real openhosting installation (gunicorn API + agent) on loopback, and an HTTP client.
+
+Nothing here is mocked: the server is `openhosting-admin serve`, the schema comes from `db upgrade`.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN = str(Path(sys.executable).parent / "openhosting-admin")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+    @property
+    def error(self) -> str | None:
+        return self.headers.get("x-elastic-error")
+
+    def kv(self) -> dict[str, str]:
+        out = {}
+        for line in self.text.splitlines():
+            if line:
+                key, _, value = line.partition(" ")
+                out[key] = value
+        return out
+
+    def blocks(self) -> list[dict[str, str]]:
+        return [Response(self.status, self.headers, b.encode()).kv()
+                for b in self.text.split("\n\n") if b.strip()]
+
+    def json(self):
+        return json.loads(self.body)
+
+
+@dataclass
+class User:
+    uuid: str
+    secret: str
+
+
+class Api:
+    """A small HTTP client bound to one user; every call opens a fresh loopback connection."""
+
+    def __init__(self, port: int, user: User | None):
+        self.port = port
+        self.user = user
+
+    def request(self, method: str, path: str, body: bytes | str | None = None,
+                headers: dict | None = None, auth: tuple[str, str] | None | bool = True,
+                timeout: float = 120) -> Response:
+        hdrs = dict(headers or {})
+        if auth is True and self.user:
+            auth = (self.user.uuid, self.user.secret)
+        if auth:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            hdrs["Authorization"] = f"Basic {token}"
+        if isinstance(body, str):
+            body = body.encode()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=hdrs)
+            resp = conn.getresponse()
+            data = resp.read()
+            return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+        finally:
+            conn.close()
+
+    def get(self, path: str, **kw) -> Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body=None, **kw) -> Response:
+        return self.request("POST", path, body=body, **kw)
+
+    def post_kv(self, path: str, fields: dict, as_json: bool = False, **kw) -> Response:
+        if as_json:
+            return self.post(path, json.dumps(fields), headers={"Content-Type": "application/json",
+                                                              "Accept": "application/json"}, **kw)
+        body = "".join(f"{k} {v}\n" for k, v in fields.items())
+        return self.post(path, body, headers={"Content-Type": "application/octet-stream"}, **kw)
+
+    def create_drive(self, size: int | str = 1 << 20, name: str = "test", **extra) -> str:
+        r = self.post_kv("/drives/create", {"name": name, "size": size, **extra})
+        assert r.status == 200, r.text
+        return r.kv()["drive"]
+
+
+@dataclass
+class Installation:
+    """One openhosting installation: a state directory, a database, an API server and an agent."""
+
+    state_dir: Path
+    database_url: str
+    env_extra: dict = field(default_factory=dict)
+    port: int = 0
+    api: subprocess.Popen | None = None
+    agent: subprocess.Popen | None = None
+
+    @property
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env.update({
+            "OPENHOSTING_STATE_DIR": str(self.state_dir),
+            "OPENHOSTING_DATABASE_URL": self.database_url,
+            "OPENHOSTING_JOB_POLL_INTERVAL": "0.05",
+        })
+        env.update(self.env_extra)
+        return env
+
+    def admin(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run([ADMIN, *args], env=self.env, capture_output=True, text=True, check=check,
+                              timeout=300)
+
+    def start(self) -> "Installation":
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.admin("db", "upgrade")
+        self.start_api()
+        self.start_agent()
+        return self
+
+    def start_api(self) -> None:
+        self.port = self.port or free_port()
+        log = open(self.state_dir / "api.log", "ab")
+        self.api = subprocess.Popen([ADMIN, "serve", "--bind", f"127.0.0.1:{self.port}", "--workers", "2"],
+                                    env=self.env, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.api.poll() is not None:
+                raise RuntimeError(f"API server exited: {(self.state_dir / 'api.log').read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("API server did not start")
+
+    def start_agent(self) -> None:
+        log = open(self.state_dir / "agent.log", "ab")
+        self.agent = subprocess.Popen([ADMIN, "agent"], env=self.env, stdout=log, stderr=log,
+                                      start_new_session=True)
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen | None, sig: int) -> None:
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def stop_api(self, sig: int = signal.SIGTERM) -> None:
+        self._stop(self.api, sig)
+
+    def stop_agent(self, sig: int = signal.SIGTERM) -> None:
+        self._stop(self.agent, sig)
+
+    def stop(self) -> None:
+        self.stop_agent()
+        self.stop_api()
+
+    def create_user(self, name: str = "") -> User:
+        out = self.admin("user", "create", "--name", name).stdout.split()
+        return User(uuid=out[out.index("user") + 1], secret=out[out.index("secret") + 1])
+
+    def client(self, user: User | None = None) -> Api:
+        return Api(self.port, user)
+
+
+def make_database(kind: str) -> tuple[str, callable]:
+    """A fresh database URL of the given kind and a function that drops it."""
+    if kind == "sqlite":
+        return "", lambda: None
+    admin_url = os.environ["OPENHOSTING_TEST_POSTGRES_URL"]
+    import psycopg
+
+    name = f"oh_test_{uuid.uuid4().hex[:12]}"
+    plain = admin_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return admin_url.rsplit("/", 1)[0] + "/" + name, drop
