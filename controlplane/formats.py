@@ -49,7 +49,8 @@ def encode_kv(obj: Obj) -> str:
 def decode_kv(text: str) -> dict[str, str]:
     """Parse `key value` lines; blank lines are ignored; a repeated key is a usage error."""
     obj: dict[str, str] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # split on \n only: str.splitlines would also break on \x1e, \x85, \u2028 inside values
+    for lineno, line in enumerate(text.split("\n"), 1):
         line = line.rstrip("\r")
         if not line.strip():
             continue

@@ -44,7 +44,7 @@ class Response:
 
     def kv(self) -> dict[str, str]:
         out = {}
-        for line in self.text.splitlines():
+        for line in self.text.split("\n"):
             if line:
                 key, _, value = line.partition(" ")
                 out[key] = value

@@ -10,7 +10,7 @@ from sqlalchemy import func, or_, select, update
 
 from ..config import Settings, parse_size
 from ..db import Database
-from ..errors import Billing, Busy, Full, NotFound, Usage
+from ..errors import Billing, Busy, Forbidden, Full, NotFound, Usage
 from ..jobs import JobQueue
 from ..models import Drive, Job
 from .accounts import is_uuid
@@ -125,11 +125,14 @@ class Drives:
 
     def _get(self, s, user: str, drive_id: str, write: bool = False) -> Drive:
         drive = s.get(Drive, drive_id.lower()) if is_uuid(drive_id) else None
-        if drive is not None:
-            if drive.owner == user and not drive.standard:
-                return drive
-            if not write and (drive.standard or user in drive.readers or EVERYONE in drive.readers):
-                return drive
+        if drive is None:
+            raise NotFound(what="drive")
+        if drive.owner == user and not drive.standard:
+            return drive
+        if drive.standard or user in drive.readers or EVERYONE in drive.readers:
+            if write:
+                raise Forbidden("drive {drive} is read-only for you", drive=drive.uuid)
+            return drive
         raise NotFound(what="drive")
 
     def _render(self, s, drives: list[Drive]) -> list[dict]:
@@ -207,7 +210,8 @@ class Drives:
         drive_id = str(uuidlib.uuid4())
         with self.db.session() as s:
             self._check_space(s, user, changes["size"])
-            drive = Drive(uuid=drive_id, owner=user, meta=meta, readers=[], tags=[], **changes)
+            fields = {"readers": [], "tags": [], **changes}
+            drive = Drive(uuid=drive_id, owner=user, meta=meta, **fields)
             s.add(drive)
             s.flush()
             self.pool.create(drive_id, drive.size)
