@@ -34,7 +34,7 @@ class Agent:
         self.periodic: list[tuple[float, Callable[[], None]]] = []
         self.stopping = threading.Event()
         self.workers = workers
-        self.register(ImagingRunner(services.db, services.pool, self.queue))
+        self.register(ImagingRunner(services.db, services.pool, self.queue, services.settings.imaging_rate))
 
     def register(self, runner: Runner) -> None:
         self.runners[runner.kind] = runner

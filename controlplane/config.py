@@ -40,6 +40,8 @@ class Settings:
     user_drive_quota: int = 0
     # How long the agent sleeps between polls of the job table.
     job_poll_interval: float = 0.2
+    # Imaging copies at most this many bytes per second (0: as fast as the disks go).
+    imaging_rate: int = 0
     libvirt_uri: str = "qemu:///system"
     extra: dict = field(default_factory=dict)
 
@@ -64,5 +66,6 @@ class Settings:
             pool_reserve=_env_size(env, "OPENHOSTING_POOL_RESERVE", cls.pool_reserve),
             user_drive_quota=_env_size(env, "OPENHOSTING_USER_DRIVE_QUOTA", cls.user_drive_quota),
             job_poll_interval=float(env.get("OPENHOSTING_JOB_POLL_INTERVAL", cls.job_poll_interval)),
+            imaging_rate=_env_size(env, "OPENHOSTING_IMAGING_RATE", cls.imaging_rate),
             libvirt_uri=env.get("OPENHOSTING_LIBVIRT_URI", cls.libvirt_uri),
         )

@@ -152,11 +152,17 @@ class Installation:
         while time.monotonic() < deadline:
             if self.api.poll() is not None:
                 raise RuntimeError(f"API server exited: {(self.state_dir / 'api.log').read_text()[-2000:]}")
+            # A real HTTP answer, not just an open port: a killed server's last workers may still
+            # hold the listening socket for a moment and reset the connection.
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/drives/list")
+                if conn.getresponse().status == 401:
+                    conn.close()
                     return
             except OSError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         raise RuntimeError("API server did not start")
 
     def start_agent(self) -> None:

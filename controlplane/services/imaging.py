@@ -19,16 +19,22 @@ log = logging.getLogger("openhosting.imaging")
 class ImagingRunner:
     kind = "image"
 
-    def __init__(self, db, pool: DrivePool, queue: JobQueue):
+    def __init__(self, db, pool: DrivePool, queue: JobQueue, rate: int = 0):
         self.db = db
         self.pool = pool
         self.queue = queue
+        self.rate = rate
 
     def run(self, job: Job) -> None:
         args = dict(job.args)
         last = [0.0]
+        began, resume = time.monotonic(), int(args.get("checkpoint", 0)) if job.attempts > 1 else 0
 
         def progress(consumed: int, checkpoint: int | None) -> bool:
+            if self.rate:  # keep imaging from starving running servers of disk bandwidth
+                ahead = (consumed - resume) / self.rate - (time.monotonic() - began)
+                if ahead > 0:
+                    time.sleep(ahead)
             now = time.monotonic()
             if now - last[0] < 0.25:
                 return True
@@ -37,7 +43,6 @@ class ImagingRunner:
                 args["checkpoint"] = checkpoint
             return self.queue.progress(job.id, consumed, args=args)
 
-        resume = int(args.get("checkpoint", 0)) if job.attempts > 1 else 0
         try:
             imaging.copy(self.pool, args["source"], args.get("format", "raw"), job.target,
                          args.get("mode", ""), progress, resume_from=resume)
