@@ -111,6 +111,38 @@ def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
         offset += written
 
 
+class RangeReader:
+    """A file-like view of one byte range of an open file; read() never passes the range's end."""
+
+    def __init__(self, fd: int, offset: int, length: int):
+        self.fd = fd
+        self.remaining = length
+        os.lseek(fd, offset, os.SEEK_SET)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def read(self, size: int = -1) -> bytes:
+        if self.remaining <= 0:
+            return b""
+        want = self.remaining if size is None or size < 0 else min(size, self.remaining)
+        want = min(want, READ_CHUNK * 4)
+        piece = os.read(self.fd, want)
+        if not piece:  # truncated under us by a resize: the promised length is zeros
+            piece = bytes(want)
+        self.remaining -= len(piece)
+        return piece
+
+    def __iter__(self) -> Iterator[bytes]:
+        while piece := self.read(READ_CHUNK):
+            yield piece
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 class DrivePool:
     def __init__(self, root: Path, reserve: int = 0):
         self.root = Path(root)
@@ -175,30 +207,18 @@ class DrivePool:
             drive.write(offset, data)
             drive.sync()
 
-    def read(self, uuid: str, offset: int, length: int, fmt: str = "raw") -> Iterator[bytes]:
-        """Check bounds now, then return an iterator of pieces of at most READ_CHUNK bytes.
+    def read(self, uuid: str, offset: int, length: int, fmt: str = "raw") -> "RangeReader":
+        """Check bounds now and return a reader of exactly [offset, offset+length).
 
-        The file is opened before this returns, so the stream survives a concurrent unlink.
+        The file is opened before this returns, so the read survives a concurrent unlink. The
+        reader has a fileno() positioned at `offset`, so a WSGI server can sendfile() it.
         """
         fd = os.open(self.path(uuid, fmt), os.O_RDONLY | os.O_CLOEXEC)
         size = os.fstat(fd).st_size
         if offset < 0 or length < 0 or offset + length > size:
             os.close(fd)
             raise OutOfBounds(what="read", offset=offset, length=length, size=size)
-
-        def pieces() -> Iterator[bytes]:
-            try:
-                pos, end = offset, offset + length
-                while pos < end:
-                    piece = os.pread(fd, min(READ_CHUNK, end - pos), pos)
-                    if not piece:  # truncated under us by a resize
-                        piece = bytes(min(READ_CHUNK, end - pos))
-                    pos += len(piece)
-                    yield piece
-            finally:
-                os.close(fd)
-
-        return pieces()
+        return RangeReader(fd, offset, length)
 
     def open_reader(self, uuid: str, fmt: str = "raw"):
         return open(self.path(uuid, fmt), "rb")

@@ -15,7 +15,7 @@ from ..jobs import JobQueue
 from ..models import Drive, Job
 from .accounts import is_uuid
 from storage.codec import gunzip_chunk
-from storage.pool import DrivePool
+from storage.pool import DrivePool, RangeReader
 
 EVERYONE = "ffffffff-ffff-ffff-ffff-ffffffffffff"
 MAX_DRIVE_SIZE = 16 * 1024**4
@@ -263,7 +263,7 @@ class Drives:
             s.flush()
             self.pool.remove(drive.uuid, drive.format)
 
-    def read(self, user: str, drive_id: str, offset: str, size: str) -> tuple[int, Iterator[bytes]]:
+    def read(self, user: str, drive_id: str, offset: str, size: str) -> tuple[int, RangeReader]:
         start = parse_bytes("offset", offset)
         length = parse_bytes("size", size)
         with self.db.session() as s:
