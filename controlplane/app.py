@@ -15,8 +15,10 @@ from .db import Database
 from .errors import DomainError, Unauthorized, Usage, http_status
 from .http import JSON, TEXT
 from .resources import drives as drive_resources
+from .resources import netresources
 from .services.accounts import Accounts
 from .services.drives import Drives
+from .services.resources import PublicNetwork, Resources
 from storage.errors import BadData, ChunkTooLarge, OutOfBounds, PoolFull, StorageError
 from storage.pool import DrivePool
 
@@ -42,13 +44,15 @@ class Services:
     accounts: Accounts
     drives: Drives
     pool: DrivePool
+    resources: Resources
 
 
 def build_services(settings: Settings) -> Services:
     db = Database(settings)
     pool = DrivePool(settings.drive_dir, reserve=settings.pool_reserve)
     return Services(settings=settings, db=db, accounts=Accounts(db), pool=pool,
-                    drives=Drives(db, pool, settings))
+                    drives=Drives(db, pool, settings),
+                    resources=Resources(db, PublicNetwork(settings.ip_pool)))
 
 
 class BasicAuth:
@@ -126,6 +130,7 @@ def create_app(services: Services) -> falcon.App:
     app.add_error_handler(StorageError, _storage_error)
     app.add_error_handler(DomainError, _domain_error)
     drive_resources.add_routes(app, services.drives)
+    netresources.add_routes(app, services.resources, services.settings.max_body)
     return app
 
 

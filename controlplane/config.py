@@ -40,6 +40,12 @@ class Settings:
     user_drive_quota: int = 0
     # How long the agent sleeps between polls of the job table.
     job_poll_interval: float = 0.2
+    # The public network: an isolated libvirt network on this CIDR. Its first address is the host's;
+    # the lower half of the rest is the static pool users take IP resources from, the upper half is
+    # leased by DHCP to `nic:N:dhcp auto`.
+    ip_pool: str = "10.77.0.0/24"
+    # Where VNC consoles listen. Loopback by default: reach them through SSH or the control plane.
+    console_address: str = "127.0.0.1"
     # Imaging copies at most this many bytes per second (0: as fast as the disks go).
     imaging_rate: int = 0
     libvirt_uri: str = "qemu:///system"
@@ -66,6 +72,8 @@ class Settings:
             pool_reserve=_env_size(env, "OPENHOSTING_POOL_RESERVE", cls.pool_reserve),
             user_drive_quota=_env_size(env, "OPENHOSTING_USER_DRIVE_QUOTA", cls.user_drive_quota),
             job_poll_interval=float(env.get("OPENHOSTING_JOB_POLL_INTERVAL", cls.job_poll_interval)),
+            ip_pool=env.get("OPENHOSTING_IP_POOL", cls.ip_pool),
+            console_address=env.get("OPENHOSTING_CONSOLE_ADDRESS", cls.console_address),
             imaging_rate=_env_size(env, "OPENHOSTING_IMAGING_RATE", cls.imaging_rate),
             libvirt_uri=env.get("OPENHOSTING_LIBVIRT_URI", cls.libvirt_uri),
         )

@@ -4,5 +4,6 @@ from .base import Base, utcnow
 from .accounts import User
 from .drives import Drive
 from .jobs import Job
+from .servers import DriveClaim, Resource, Server
 
-__all__ = ["Base", "utcnow", "User", "Drive", "Job"]
+__all__ = ["Base", "utcnow", "User", "Drive", "Job", "Server", "DriveClaim", "Resource"]
