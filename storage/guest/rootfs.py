@@ -1,0 +1,292 @@
+"""Root file systems of the debootstrap guest images, described by the manifest (images.toml)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .cache import cache_dir, digest, locked, run, write_atomic
+from .errors import BadManifest, BuildFailed, UnknownImage
+from .initramfs import script
+
+log = logging.getLogger("openhosting.storage.guest")
+
+DEFAULT_SIZE = 2 * 1024**3
+ROOT_INIT = "/sbin/openhosting-init"
+# Bump when the overlay (init, shutdown, /etc files) changes meaning without its bytes changing.
+_OVERLAY_VERSION = 1
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One manifest entry with `extends` resolved: the full package list, links, sizes."""
+
+    name: str
+    description: str
+    packages: tuple[str, ...]
+    memory: int  # MiB
+    size: int  # bytes of the root file system
+    links: dict[str, str] = field(default_factory=dict)
+    suite: str = "bookworm"
+    mirror: str = "http://deb.debian.org/debian"
+
+
+def manifest_path() -> Path:
+    """$OPENHOSTING_IMAGES_MANIFEST, else the images.toml shipped next to this module."""
+    configured = os.environ.get("OPENHOSTING_IMAGES_MANIFEST")
+    if configured:
+        return Path(configured)
+    return Path(str(resources.files(__package__).joinpath("images.toml")))
+
+
+def _size(text: object, path: Path, name: str) -> int:
+    match = re.fullmatch(r"(\d+)\s*([KMGT]?)i?B?", str(text).strip(), re.IGNORECASE)
+    if not match:
+        raise BadManifest(path=path, reason=f"image {name}: bad size {text!r}")
+    return int(match[1]) * _UNITS[match[2].upper()]
+
+
+def load_manifest(path: Path | None = None) -> dict[str, ImageSpec]:
+    """The manifest's images by name, in file order, with `extends` chains resolved.
+
+    Raises BadManifest for unreadable TOML, unknown fields, missing parents or cycles.
+    """
+    path = Path(path) if path is not None else manifest_path()
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise BadManifest(path=path, reason=str(exc)) from None
+    suite = os.environ.get("OPENHOSTING_DEBIAN_SUITE") or doc.get("suite", "bookworm")
+    mirror = os.environ.get("OPENHOSTING_DEBIAN_MIRROR") or doc.get("mirror", "http://deb.debian.org/debian")
+    common = list(doc.get("common_packages", []))
+    entries = doc.get("images", {})
+    known = {"description", "packages", "memory", "size", "links", "extends"}
+    for name, entry in entries.items():
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", name):
+            raise BadManifest(path=path, reason=f"bad image name {name!r}")
+        unknown = set(entry) - known
+        if unknown:
+            raise BadManifest(path=path, reason=f"image {name}: unknown fields {sorted(unknown)}")
+
+    def chain(name: str) -> list[dict]:
+        seen, out = [], []
+        while name is not None:
+            if name in seen:
+                raise BadManifest(path=path, reason=f"extends cycle {' -> '.join(seen + [name])}")
+            if name not in entries:
+                raise BadManifest(path=path, reason=f"image {seen[-1]} extends unknown image {name!r}")
+            seen.append(name)
+            out.insert(0, entries[name])
+            name = entries[name].get("extends")
+        return out
+
+    specs = {}
+    for name, entry in entries.items():
+        packages, links, merged = list(common), {}, {}
+        for layer in chain(name):
+            packages += layer.get("packages", [])
+            links.update(layer.get("links", {}))
+            merged.update({k: v for k, v in layer.items() if k in ("memory", "size")})
+        if "memory" not in merged:
+            raise BadManifest(path=path, reason=f"image {name}: no memory")
+        specs[name] = ImageSpec(
+            name=name,
+            description=entry.get("description", ""),
+            packages=tuple(dict.fromkeys(packages)),
+            memory=int(merged["memory"]),
+            size=_size(merged["size"], path, name) if "size" in merged else DEFAULT_SIZE,
+            links=links,
+            suite=suite,
+            mirror=mirror,
+        )
+    return specs
+
+
+def get_spec(name: str) -> ImageSpec:
+    specs = load_manifest()
+    if name not in specs:
+        raise UnknownImage(name=name)
+    return specs[name]
+
+
+# ---- debootstrap, cached ------------------------------------------------------------------------
+
+def _debootstrap_key(spec: ImageSpec) -> str:
+    return digest("minbase", spec.suite, spec.mirror, sorted(spec.packages))
+
+
+def _unmount_below(path: Path) -> None:
+    """Unmount whatever a failed debootstrap left mounted inside `path`, deepest first.
+
+    Removing a tree with /proc still mounted in it would walk into the host's /proc.
+    """
+    prefix = str(path.resolve()) + "/"
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1].replace("\\040", " ") for line in f]
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        run("unmount", ["umount", "-l", point])
+
+
+def _remove_tree(path: Path) -> None:
+    if path.exists():
+        _unmount_below(path)
+        shutil.rmtree(path)
+
+
+def debootstrap_tree(spec: ImageSpec) -> Path:
+    """A debootstrapped tree for the spec's suite and packages, built once and cached.
+
+    Lives in <cache>/debootstrap/<key>/ (key: suite, mirror, packages); downloaded packages are
+    kept in <cache>/debs/ so that a tree with one more package downloads only that package.
+    Needs root (debootstrap chroots).
+    """
+    if os.geteuid() != 0:
+        raise BuildFailed(step="debootstrap", detail="building a root file system needs root")
+    base = cache_dir() / "debootstrap"
+    tree = base / _debootstrap_key(spec)
+    done = tree / ".openhosting-debootstrap-complete"
+    with locked(tree):
+        if done.exists():
+            return tree
+        _remove_tree(tree)
+        debs = cache_dir() / "debs"
+        debs.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        log.info("debootstrap %s (%s) into %s", spec.suite, ",".join(spec.packages), tree)
+        try:
+            run("debootstrap", ["debootstrap", "--variant=minbase", f"--include={','.join(spec.packages)}",
+                                f"--cache-dir={debs}", "--components=main", spec.suite, tree, spec.mirror],
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"})
+        except BaseException:
+            _remove_tree(tree)
+            raise
+        _unmount_below(tree)
+        done.write_text(json.dumps({"packages": spec.packages, "suite": spec.suite, "mirror": spec.mirror}))
+        log.info("debootstrap took %.1f s", time.monotonic() - started)
+    return tree
+
+
+# ---- the overlay: what makes a Debian tree a guest image ----------------------------------------
+
+def _inside(tree: Path, path: str) -> Path:
+    """`path` of the guest resolved inside `tree` as a chroot would: symlinks never leave it.
+
+    The last component is not followed (the caller replaces it); its parents are.
+    """
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while len(parts) > 1:
+        part = parts.pop(0)
+        if part == "..":
+            resolved = resolved[:-1]
+            continue
+        candidate = tree.joinpath(*resolved, part)
+        if candidate.is_symlink():
+            hops += 1
+            if hops > 40:
+                raise BuildFailed(step="image overlay", detail=f"symlink loop at {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+        else:
+            resolved.append(part)
+    return tree.joinpath(*resolved, *parts)
+
+
+def _put(tree: Path, path: str, data: bytes, mode: int = 0o644) -> None:
+    target = _inside(tree, path)
+    if target.is_symlink():
+        target.unlink()  # never write through a link: it may point at the host's file of that name
+    write_atomic(target, data, mode)
+
+
+def _link(tree: Path, path: str, target: str) -> None:
+    where = _inside(tree, path)
+    where.parent.mkdir(parents=True, exist_ok=True)
+    if where.is_symlink() or where.exists():
+        if where.is_symlink() and os.readlink(where) == target:
+            return
+        where.unlink()
+    where.symlink_to(target)
+
+
+def _overlay(spec: ImageSpec) -> dict[str, tuple[bytes, int]]:
+    shutdown = script("shutdown.sh").encode()
+    hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{spec.name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    files = {
+        ROOT_INIT: (script("root-init.sh").encode(), 0o755),
+        "/etc/hostname": (f"{spec.name}\n".encode(), 0o644),
+        "/etc/hosts": (hosts.encode(), 0o644),
+        # the build host's resolver means nothing inside a guest
+        "/etc/resolv.conf": (b"", 0o644),
+        "/etc/fstab": (b"# mounts are made by /sbin/openhosting-init\n", 0o644),
+    }
+    for name in ("shutdown", "poweroff", "halt", "reboot"):
+        files[f"/sbin/{name}"] = (shutdown, 0o755)
+    return files
+
+
+def rootfs_key(spec: ImageSpec) -> str:
+    """Identifies a root file system's content: debootstrap inputs, overlay, links and size."""
+    overlay = {path: [data.decode(), mode] for path, (data, mode) in _overlay(spec).items()}
+    return digest(_OVERLAY_VERSION, _debootstrap_key(spec), overlay, spec.links, spec.size)
+
+
+def _stamp(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".stamp")
+
+
+def is_current(spec: ImageSpec, dest: Path) -> bool:
+    """Whether `dest` holds the root file system of `spec` as this code would build it now."""
+    try:
+        return Path(dest).exists() and json.loads(_stamp(Path(dest)).read_text())["key"] == rootfs_key(spec)
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def build_rootfs(name: str, dest: Path) -> Path:
+    """Build the ext4 root file system of manifest image `name` at `dest` (a sparse file); returns it.
+
+    Idempotent: when `dest` is already current (see is_current) nothing is done, and the
+    debootstrap step is cached across images and output directories. The image is written next
+    to `dest` and renamed over it, so running VMs' overlays never see a half-built base.
+    """
+    spec = get_spec(name)
+    dest = Path(dest).absolute()
+    with locked(dest):
+        if is_current(spec, dest):
+            return dest
+        tree = debootstrap_tree(spec)
+        with locked(tree):
+            for path, (data, mode) in _overlay(spec).items():
+                _put(tree, path, data, mode)
+            for path, target in spec.links.items():
+                _link(tree, path, target)
+            # packages are cached in <cache>/debs; copies inside the image would only take space
+            for leftover in (tree / "var/cache/apt/archives").glob("*.deb"):
+                leftover.unlink()
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.tmp")
+            tmp.unlink(missing_ok=True)
+            started = time.monotonic()
+            try:
+                run("mkfs.ext4", ["mkfs.ext4", "-q", "-F", "-t", "ext4", "-L", spec.name[:16], "-m", "0",
+                                  "-d", tree, tmp, str(spec.size // 1024) + "k"])
+                os.replace(tmp, dest)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            log.info("mkfs.ext4 -d took %.1f s", time.monotonic() - started)
+        write_atomic(_stamp(dest), json.dumps({"key": rootfs_key(spec), "image": name}).encode())
+    return dest
