@@ -16,6 +16,7 @@ from .app import Services, build_services
 from .config import Settings
 from .jobs import JobQueue
 from .services.imaging import ImagingRunner
+from .services.reconcile import Reconciler
 
 log = logging.getLogger("openhosting.agent")
 
@@ -66,6 +67,38 @@ class Agent:
             except Exception:
                 log.exception("periodic task %s failed", getattr(task, "__name__", task))
 
+    def _watch(self) -> None:
+        """Reconcile servers on every libvirt event (debounced) and at least every few seconds."""
+        import queue
+
+        from hypervisor.connection import register_event_loop
+
+        register_event_loop()  # before the first connection of this process, or no events arrive
+        substrate = self.services.servers.substrate
+        reconciler = Reconciler(self.services.servers, substrate)
+        events: queue.Queue = queue.Queue(maxsize=10_000)
+        subscribed = False
+        while not self.stopping.is_set():
+            try:
+                if not subscribed:
+                    substrate.host.connection.get()
+                    substrate.host.connection.unsubscribe(events)
+                    substrate.host.connection.subscribe(events)
+                    subscribed = True
+                reconciler.run_once()
+            except Exception:
+                log.exception("reconciling servers failed; retrying")
+                subscribed = False
+                self.stopping.wait(2)
+                continue
+            try:
+                events.get(timeout=self.services.settings.reconcile_interval)
+                self.stopping.wait(0.1)  # let a burst of events settle
+                while not events.empty():
+                    events.get_nowait()
+            except queue.Empty:
+                pass
+
     def run(self) -> None:
         recovered = self.queue.recover_own()
         if recovered:
@@ -73,6 +106,7 @@ class Agent:
         threads = [threading.Thread(target=self._work, name=f"jobs-{i}", daemon=True)
                    for i in range(self.workers)]
         threads += [threading.Thread(target=self._tick, args=p, daemon=True) for p in self.periodic]
+        threads.append(threading.Thread(target=self._watch, name="reconcile", daemon=True))
         for t in threads:
             t.start()
         log.info("agent running (%s), job kinds: %s", self.queue.owner, ", ".join(self.runners))

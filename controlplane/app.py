@@ -16,9 +16,11 @@ from .errors import DomainError, Unauthorized, Usage, http_status
 from .http import JSON, TEXT
 from .resources import drives as drive_resources
 from .resources import netresources
+from .resources import servers as server_resources
 from .services.accounts import Accounts
 from .services.drives import Drives
 from .services.resources import PublicNetwork, Resources
+from .services.servers import Claims, Servers
 from storage.errors import BadData, ChunkTooLarge, OutOfBounds, PoolFull, StorageError
 from storage.pool import DrivePool
 
@@ -45,14 +47,21 @@ class Services:
     drives: Drives
     pool: DrivePool
     resources: Resources
+    servers: Servers
 
 
 def build_services(settings: Settings) -> Services:
+    from hypervisor.host import Host
+    from hypervisor.servers import ServerSubstrate
+
     db = Database(settings)
     pool = DrivePool(settings.drive_dir, reserve=settings.pool_reserve)
-    return Services(settings=settings, db=db, accounts=Accounts(db), pool=pool,
-                    drives=Drives(db, pool, settings),
-                    resources=Resources(db, PublicNetwork(settings.ip_pool)))
+    drives = Drives(db, pool, settings, claims=Claims())
+    resources = Resources(db, PublicNetwork(settings.ip_pool))
+    host = Host(settings.installation_id, uri=settings.libvirt_uri)
+    substrate = ServerSubstrate(host, settings.run_dir, settings.ip_pool, settings.console_address)
+    return Services(settings=settings, db=db, accounts=Accounts(db), pool=pool, drives=drives,
+                    resources=resources, servers=Servers(db, settings, drives, resources, substrate))
 
 
 class BasicAuth:
@@ -113,6 +122,18 @@ def _falcon_error(req, resp, exc: falcon.HTTPError, params) -> None:
     _render_error(req, resp, status, kind, message)
 
 
+def _hypervisor_error(req, resp, exc, params) -> None:
+    from hypervisor.errors import DomainNotFound, InvalidState
+
+    log.warning("hypervisor error on %s %s: %s %s", req.method, req.path, type(exc).__name__, exc.context)
+    if isinstance(exc, InvalidState):
+        _render_error(req, resp, 409, "busy", "the server is in a state that does not allow this now")
+    elif isinstance(exc, DomainNotFound):
+        _render_error(req, resp, 409, "busy", "the server's virtual machine is not running")
+    else:
+        _render_error(req, resp, 500, "failed", f"the hypervisor refused: {type(exc).__name__}")
+
+
 def _unexpected(req, resp, exc: Exception, params) -> None:
     if isinstance(exc, falcon.HTTPError):
         return _falcon_error(req, resp, exc, params)
@@ -129,8 +150,12 @@ def create_app(services: Services) -> falcon.App:
     app.add_error_handler(falcon.HTTPError, _falcon_error)
     app.add_error_handler(StorageError, _storage_error)
     app.add_error_handler(DomainError, _domain_error)
+    from hypervisor.errors import HypervisorError
+
+    app.add_error_handler(HypervisorError, _hypervisor_error)
     drive_resources.add_routes(app, services.drives)
     netresources.add_routes(app, services.resources, services.settings.max_body)
+    server_resources.add_routes(app, services.servers, services.settings.max_body)
     return app
 
 

@@ -40,6 +40,8 @@ class Settings:
     user_drive_quota: int = 0
     # How long the agent sleeps between polls of the job table.
     job_poll_interval: float = 0.2
+    # Longest time between two reconciliations of servers with libvirt (events trigger them sooner).
+    reconcile_interval: float = 3.0
     # The public network: an isolated libvirt network on this CIDR. Its first address is the host's;
     # the lower half of the rest is the static pool users take IP resources from, the upper half is
     # leased by DHCP to `nic:N:dhcp auto`.
@@ -59,6 +61,27 @@ class Settings:
     def run_dir(self) -> Path:
         return self.state_dir / "run"
 
+    @property
+    def installation_id(self) -> str:
+        """This installation's mark on the libvirt objects it creates; made once per state directory."""
+        path = self.state_dir / "installation-id"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        import secrets
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{secrets.token_hex(4)}")
+        tmp.write_text(secrets.token_hex(4) + "\n")
+        try:
+            os.link(tmp, path)  # first writer wins; a concurrent second one reads the winner's id
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        return path.read_text().strip()
+
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
         env = dict(os.environ if env is None else env)
@@ -71,6 +94,7 @@ class Settings:
             pool_limit=_env_size(env, "OPENHOSTING_POOL_LIMIT", cls.pool_limit),
             pool_reserve=_env_size(env, "OPENHOSTING_POOL_RESERVE", cls.pool_reserve),
             user_drive_quota=_env_size(env, "OPENHOSTING_USER_DRIVE_QUOTA", cls.user_drive_quota),
+            reconcile_interval=float(env.get("OPENHOSTING_RECONCILE_INTERVAL", cls.reconcile_interval)),
             job_poll_interval=float(env.get("OPENHOSTING_JOB_POLL_INTERVAL", cls.job_poll_interval)),
             ip_pool=env.get("OPENHOSTING_IP_POOL", cls.ip_pool),
             console_address=env.get("OPENHOSTING_CONSOLE_ADDRESS", cls.console_address),
