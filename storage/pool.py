@@ -148,6 +148,11 @@ class DrivePool:
         self.root = Path(root)
         self.reserve = reserve
         self.root.mkdir(parents=True, exist_ok=True)
+        # QEMU runs as its own user (libvirt chowns a drive file while a VM uses it): it must be
+        # able to traverse to the files, though not to list them.
+        for directory in (self.root, self.root.parent):
+            if directory.stat().st_mode & 0o111 != 0o111:
+                directory.chmod(directory.stat().st_mode | 0o111)
 
     def path(self, uuid: str, fmt: str = "raw") -> Path:
         return self.root / f"{uuid}.{'gz' if fmt == 'gzip' else 'raw'}"

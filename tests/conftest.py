@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import random
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,9 +13,30 @@ from .support import Installation, make_database
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("OPENHOSTING_TEST_POSTGRES_URL") else [])
 
 
+def random_pool() -> str:
+    """A /24 no other installation of this test run is likely to hold (libvirt networks on one host
+    must not overlap)."""
+    return f"10.{random.randint(100, 250)}.{random.randint(0, 255)}.0/24"
+
+
+# State directories live where QEMU (running as libvirt-qemu) can reach drive files: pytest's own
+# temporary directories are private to root (0700).
+STATE_ROOT = Path(os.environ.get("OPENHOSTING_TEST_STATE_ROOT", "/var/tmp/openhosting-tests"))
+
+
 def new_installation(tmp: Path, backend: str, **env) -> tuple[Installation, callable]:
-    url, drop = make_database(backend)
-    state = tmp / f"state-{backend}"
+    env.setdefault("OPENHOSTING_IP_POOL", random_pool())
+    env.setdefault("OPENHOSTING_RECONCILE_INTERVAL", "1")
+    url, drop_db = make_database(backend)
+    STATE_ROOT.mkdir(mode=0o711, parents=True, exist_ok=True)
+    state = Path(tempfile.mkdtemp(prefix=f"{backend}-", dir=STATE_ROOT))
+    state.chmod(0o711)
+
+    def drop():
+        drop_db()
+        if not os.environ.get("OPENHOSTING_TEST_KEEP"):
+            shutil.rmtree(state, ignore_errors=True)
+
     inst = Installation(state_dir=state, database_url=url or f"sqlite:///{state}/openhosting.db",
                         env_extra={k: str(v) for k, v in env.items()})
     return inst, drop
@@ -25,6 +49,7 @@ def installation(request, tmp_path_factory):
     inst.start()
     yield inst
     inst.stop()
+    inst.purge_libvirt()
     drop()
 
 
@@ -41,6 +66,7 @@ def fresh_installation(request, tmp_path):
     yield make
     for inst, drop in made:
         inst.stop()
+        inst.purge_libvirt()
         drop()
 
 

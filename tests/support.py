@@ -194,6 +194,19 @@ class Installation:
         self.stop_agent()
         self.stop_api()
 
+    def purge_libvirt(self) -> None:
+        """Remove every libvirt domain and network this installation created (and nothing else)."""
+        id_file = self.state_dir / "installation-id"
+        if not id_file.exists():
+            return
+        from hypervisor.host import Host
+
+        host = Host(id_file.read_text().strip())
+        for guest in host.guests():
+            guest.remove()
+        for net in host.networks():
+            net.remove()
+
     def create_user(self, name: str = "") -> User:
         out = self.admin("user", "create", "--name", name).stdout.split()
         return User(uuid=out[out.index("user") + 1], secret=out[out.index("secret") + 1])

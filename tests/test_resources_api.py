@@ -5,14 +5,15 @@ import ipaddress
 import pytest
 
 
-def test_ip_lifecycle_text(alice):
+def test_ip_lifecycle_text(alice, installation):
+    pool = ipaddress.IPv4Network(installation.env["OPENHOSTING_IP_POOL"])
     r = alice.post("/resources/ip/create", "name web\n")
     assert r.status == 200, r.text
     info = r.kv()
     assert info["type"] == "ip" and info["name"] == "web" and info["user"] == alice.user.uuid
     addr = ipaddress.IPv4Address(info["resource"])
-    assert addr in ipaddress.IPv4Network("10.77.0.0/24")
-    assert info["netmask"] == "255.255.255.0" and info["gateway"] == "10.77.0.1"
+    assert addr in pool
+    assert info["netmask"] == "255.255.255.0" and info["gateway"] == str(pool[1])
     assert f"ip {addr}" in alice.get("/resources/list").text.split("\n")
     assert f"ip {addr}" in alice.get("/resources/ip/list").text.split("\n")
     assert alice.get(f"/resources/ip/{addr}/info").kv() == info
