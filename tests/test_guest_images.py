@@ -221,6 +221,16 @@ def test_overlay_never_writes_through_absolute_links(tmp_path):
     assert rootfs_mod._inside(tree, "/var/run/lock") == tree / "run/lock"
 
 
+def test_links_of_an_earlier_image_sharing_the_tree_are_removed(tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "usr/bin").mkdir(parents=True)
+    rootfs_mod._apply_links(tree, {"/usr/bin/python": "python3", "/usr/bin/py": "python3"})
+    assert os.readlink(tree / "usr/bin/py") == "python3"
+    rootfs_mod._apply_links(tree, {"/usr/bin/python": "python3"})
+    assert not (tree / "usr/bin/py").is_symlink()
+    assert os.readlink(tree / "usr/bin/python") == "python3"
+
+
 # ---- the test guest, booted -------------------------------------------------------------------------
 
 @pytest.mark.vm

@@ -22,7 +22,7 @@ log = logging.getLogger("openhosting.storage.guest")
 DEFAULT_SIZE = 2 * 1024**3
 ROOT_INIT = "/sbin/openhosting-init"
 # Bump when the overlay (init, shutdown, /etc files) changes meaning without its bytes changing.
-_OVERLAY_VERSION = 1
+_OVERLAY_VERSION = 2
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
@@ -153,11 +153,12 @@ def debootstrap_tree(spec: ImageSpec) -> Path:
         raise BuildFailed(step="debootstrap", detail="building a root file system needs root")
     base = cache_dir() / "debootstrap"
     tree = base / _debootstrap_key(spec)
-    done = tree / ".openhosting-debootstrap-complete"
+    done = base / f"{tree.name}.complete"  # beside the tree: mkfs -d copies everything inside it
     with locked(tree):
         if done.exists():
             return tree
         _remove_tree(tree)
+        tree.with_name(f"{tree.name}.links").unlink(missing_ok=True)
         debs = cache_dir() / "debs"
         debs.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
@@ -221,6 +222,22 @@ def _link(tree: Path, path: str, target: str) -> None:
     where.symlink_to(target)
 
 
+def _apply_links(tree: Path, links: dict[str, str]) -> None:
+    """Make the image's links, and remove those an earlier image sharing this tree made."""
+    record = tree.with_name(f"{tree.name}.links")
+    try:
+        previous = json.loads(record.read_text())
+    except (OSError, ValueError):
+        previous = {}
+    for path in set(previous) - set(links):
+        where = _inside(tree, path)
+        if where.is_symlink() and os.readlink(where) == previous[path]:
+            where.unlink()
+    for path, target in links.items():
+        _link(tree, path, target)
+    record.write_text(json.dumps(links))
+
+
 def _overlay(spec: ImageSpec) -> dict[str, tuple[bytes, int]]:
     shutdown = script("shutdown.sh").encode()
     hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{spec.name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -271,8 +288,7 @@ def build_rootfs(name: str, dest: Path) -> Path:
         with locked(tree):
             for path, (data, mode) in _overlay(spec).items():
                 _put(tree, path, data, mode)
-            for path, target in spec.links.items():
-                _link(tree, path, target)
+            _apply_links(tree, spec.links)
             # packages are cached in <cache>/debs; copies inside the image would only take space
             for leftover in (tree / "var/cache/apt/archives").glob("*.deb"):
                 leftover.unlink()
