@@ -54,6 +54,23 @@ def cmd_agent(args, settings: Settings) -> None:
     main(settings)
 
 
+def cmd_host_info(args, settings: Settings) -> None:
+    from hypervisor.host import Host
+    from storage.pool import DrivePool
+
+    info = Host(settings.installation_id, uri=settings.libvirt_uri).info()
+    pool = DrivePool(settings.drive_dir, reserve=settings.pool_reserve)
+    rows = [
+        ("hostname", info.hostname), ("libvirt", info.libvirt_version), ("qemu", info.qemu_version),
+        ("uri", info.uri), ("accelerator", str(info.accelerator)), ("cpus", info.cpus),
+        ("cpu:mhz", info.cpu_mhz), ("mem", f"{info.memory_mib} MiB"), ("mem:free", f"{info.free_memory_mib} MiB"),
+        ("pool", settings.drive_dir), ("pool:capacity", f"{pool.capacity()} bytes"),
+        ("pool:free", f"{max(pool.free_bytes(), 0)} bytes"), ("installation", settings.installation_id),
+    ]
+    for key, value in rows:
+        print(f"{key} {value}")
+
+
 def cmd_drive_import_standard(args, settings: Settings) -> None:
     from ..db import Database
     from ..models import Drive
@@ -103,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("agent", help="run this host's agent (jobs, reconciliation)").set_defaults(func=cmd_agent)
+
+    host = sub.add_parser("host", help="this hypervisor host").add_subparsers(dest="cmd", required=True)
+    host.add_parser("info", help="versions, accelerator, CPUs, memory, pool space").set_defaults(func=cmd_host_info)
 
     drive = sub.add_parser("drive", help="standard drives").add_subparsers(dest="cmd", required=True)
     imp = drive.add_parser("import-standard", help="add a file to the standard drive library")
