@@ -38,5 +38,8 @@ def _hardware_virt() -> bool:
     from pathlib import Path
 
     flags = Path("/proc/cpuinfo").read_text()
-    modules = Path("/proc/modules").read_text()
+    try:
+        modules = Path("/proc/modules").read_text()
+    except OSError:  # no module list (containers): no evidence of hardware KVM
+        return False
     return (" vmx" in flags and "kvm_intel" in modules) or (" svm" in flags and "kvm_amd" in modules)
