@@ -17,6 +17,7 @@ from .config import Settings
 from .jobs import JobQueue
 from .services.imaging import ImagingRunner
 from .services.reconcile import Reconciler
+from .services.sandbox_runner import SandboxRunner
 
 log = logging.getLogger("openhosting.agent")
 
@@ -28,14 +29,18 @@ class Runner(Protocol):
 
 
 class Agent:
-    def __init__(self, services: Services, workers: int = 2):
+    def __init__(self, services: Services, workers: int | None = None):
         self.services = services
         self.queue = JobQueue(services.db)
         self.runners: dict[str, Runner] = {}
         self.periodic: list[tuple[float, Callable[[], None]]] = []
         self.stopping = threading.Event()
-        self.workers = workers
+        self.wake = threading.Event()
+        self.workers = workers or services.settings.agent_workers
         self.register(ImagingRunner(services.db, services.pool, self.queue, services.settings.imaging_rate))
+        self.sandboxes = SandboxRunner(services.db, services.settings, services.sandboxes,
+                                       services.servers.substrate.host, self.queue, services.pool)
+        self.register(self.sandboxes)
 
     def register(self, runner: Runner) -> None:
         self.runners[runner.kind] = runner
@@ -52,7 +57,8 @@ class Agent:
                 log.exception("claiming a job failed")
                 job = None
             if job is None:
-                self.stopping.wait(poll)
+                self.wake.wait(poll)
+                self.wake.clear()
                 continue
             try:
                 self.runners[job.kind].run(job)
@@ -71,9 +77,6 @@ class Agent:
         """Reconcile servers on every libvirt event (debounced) and at least every few seconds."""
         import queue
 
-        from hypervisor.connection import register_event_loop
-
-        register_event_loop()  # before the first connection of this process, or no events arrive
         substrate = self.services.servers.substrate
         reconciler = Reconciler(self.services.servers, substrate)
         events: queue.Queue = queue.Queue(maxsize=10_000)
@@ -100,6 +103,16 @@ class Agent:
                 pass
 
     def run(self) -> None:
+        from hypervisor.connection import register_event_loop
+
+        from .agent_wakeup import listen
+
+        register_event_loop()  # before the first libvirt connection of this process
+        listen(self.services.settings.run_dir / "agent.sock", self.wake)
+        try:
+            self.sandboxes.start()
+        except Exception:
+            log.exception("starting the sandbox pools failed; sandbox runs will start them on demand")
         recovered = self.queue.recover_own()
         if recovered:
             log.info("requeued %d job(s) left running by an earlier agent", recovered)
@@ -111,6 +124,8 @@ class Agent:
             t.start()
         log.info("agent running (%s), job kinds: %s", self.queue.owner, ", ".join(self.runners))
         self.stopping.wait()
+        self.wake.set()
+        self.sandboxes.close()
 
 
 def main(settings: Settings | None = None) -> None:

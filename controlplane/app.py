@@ -16,10 +16,12 @@ from .errors import DomainError, Unauthorized, Usage, http_status
 from .http import JSON, TEXT
 from .resources import drives as drive_resources
 from .resources import netresources
+from .resources import sandboxes as sandbox_resources
 from .resources import servers as server_resources
 from .services.accounts import Accounts
 from .services.drives import Drives
 from .services.resources import PublicNetwork, Resources
+from .services.sandboxes import Sandboxes
 from .services.servers import Claims, Servers
 from storage.errors import BadData, ChunkTooLarge, OutOfBounds, PoolFull, StorageError
 from storage.pool import DrivePool
@@ -48,6 +50,7 @@ class Services:
     pool: DrivePool
     resources: Resources
     servers: Servers
+    sandboxes: Sandboxes
 
 
 def build_services(settings: Settings) -> Services:
@@ -60,8 +63,15 @@ def build_services(settings: Settings) -> Services:
     resources = Resources(db, PublicNetwork(settings.ip_pool))
     host = Host(settings.installation_id, uri=settings.libvirt_uri)
     substrate = ServerSubstrate(host, settings.run_dir, settings.ip_pool, settings.console_address)
+    from storage.uploads import UploadStore
+
+    from .agent_wakeup import notifier
+
+    sandboxes = Sandboxes(db, settings, UploadStore(settings.state_dir / "uploads"),
+                          notify=notifier(settings.run_dir / "agent.sock"))
     return Services(settings=settings, db=db, accounts=Accounts(db), pool=pool, drives=drives,
-                    resources=resources, servers=Servers(db, settings, drives, resources, substrate))
+                    resources=resources, servers=Servers(db, settings, drives, resources, substrate),
+                    sandboxes=sandboxes)
 
 
 class BasicAuth:
@@ -86,7 +96,7 @@ def _render_error(req: falcon.Request, resp: falcon.Response, status: int, kind:
     resp.status = falcon.code_to_http_status(status)
     resp.set_header("X-Elastic-Error", kind)
     message = " ".join(message.split())  # one line
-    if formats.wants_json(req.get_header("Accept")):
+    if formats.wants_json(req.get_header("Accept")) or req.path.startswith("/api/"):
         resp.content_type = JSON
         resp.text = formats.json.dumps({"error": kind, "message": message})
     else:
@@ -156,6 +166,7 @@ def create_app(services: Services) -> falcon.App:
     drive_resources.add_routes(app, services.drives)
     netresources.add_routes(app, services.resources, services.settings.max_body)
     server_resources.add_routes(app, services.servers, services.settings.max_body)
+    sandbox_resources.add_routes(app, services.sandboxes, services.settings.max_body)
     return app
 
 

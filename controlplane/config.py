@@ -48,6 +48,18 @@ class Settings:
     ip_pool: str = "10.77.0.0/24"
     # Where VNC consoles listen. Loopback by default: reach them through SSH or the control plane.
     console_address: str = "127.0.0.1"
+    # Sandboxes: default and longest run time (s), output kept, files per run, warm VMs per image,
+    # running sandboxes per user, and runs waiting in all before new ones are refused (429).
+    sandbox_timeout: int = 10
+    sandbox_max_timeout: int = 120
+    sandbox_output_cap: int = 1024 * 1024
+    sandbox_max_files: int = 32
+    sandbox_max_file: int = 8 * 1024**2
+    sandbox_pool_size: int = 2
+    sandbox_user_limit: int = 8
+    sandbox_max_queue: int = 64
+    # Threads of the agent that run jobs (sandbox runs, imaging) at the same time.
+    agent_workers: int = 10
     # Imaging copies at most this many bytes per second (0: as fast as the disks go).
     imaging_rate: int = 0
     libvirt_uri: str = "qemu:///system"
@@ -98,6 +110,15 @@ class Settings:
             job_poll_interval=float(env.get("OPENHOSTING_JOB_POLL_INTERVAL", cls.job_poll_interval)),
             ip_pool=env.get("OPENHOSTING_IP_POOL", cls.ip_pool),
             console_address=env.get("OPENHOSTING_CONSOLE_ADDRESS", cls.console_address),
+            sandbox_timeout=int(env.get("OPENHOSTING_SANDBOX_TIMEOUT", cls.sandbox_timeout)),
+            sandbox_max_timeout=int(env.get("OPENHOSTING_SANDBOX_MAX_TIMEOUT", cls.sandbox_max_timeout)),
+            sandbox_output_cap=_env_size(env, "OPENHOSTING_SANDBOX_OUTPUT_CAP", cls.sandbox_output_cap),
+            sandbox_max_files=int(env.get("OPENHOSTING_SANDBOX_MAX_FILES", cls.sandbox_max_files)),
+            sandbox_max_file=_env_size(env, "OPENHOSTING_SANDBOX_MAX_FILE", cls.sandbox_max_file),
+            sandbox_pool_size=int(env.get("OPENHOSTING_SANDBOX_POOL_SIZE", cls.sandbox_pool_size)),
+            sandbox_user_limit=int(env.get("OPENHOSTING_SANDBOX_USER_LIMIT", cls.sandbox_user_limit)),
+            sandbox_max_queue=int(env.get("OPENHOSTING_SANDBOX_MAX_QUEUE", cls.sandbox_max_queue)),
+            agent_workers=int(env.get("OPENHOSTING_AGENT_WORKERS", cls.agent_workers)),
             imaging_rate=_env_size(env, "OPENHOSTING_IMAGING_RATE", cls.imaging_rate),
             libvirt_uri=env.get("OPENHOSTING_LIBVIRT_URI", cls.libvirt_uri),
         )

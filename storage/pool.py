@@ -249,6 +249,14 @@ class DrivePool:
         self._sync_dir()
         return size
 
+    def adopt_file(self, uuid: str, source: Path) -> int:
+        """Move a file built on the pool's file system into the pool as raw drive `uuid`."""
+        dest = self.path(uuid)
+        os.replace(source, dest)
+        dest.chmod(0o600)
+        self._sync_dir()
+        return dest.stat().st_size
+
     def _sync_dir(self) -> None:
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:

@@ -120,6 +120,7 @@ class Installation:
     port: int = 0
     api: subprocess.Popen | None = None
     agent: subprocess.Popen | None = None
+    _accounts: object = None
 
     @property
     def env(self) -> dict:
@@ -193,6 +194,9 @@ class Installation:
     def stop(self) -> None:
         self.stop_agent()
         self.stop_api()
+        if self._accounts is not None:
+            self._accounts.db.dispose()
+            self._accounts = None
 
     def purge_libvirt(self) -> None:
         """Remove every libvirt domain and network this installation created (and nothing else)."""
@@ -208,8 +212,16 @@ class Installation:
             net.remove()
 
     def create_user(self, name: str = "") -> User:
-        out = self.admin("user", "create", "--name", name).stdout.split()
-        return User(uuid=out[out.index("user") + 1], secret=out[out.index("secret") + 1])
+        """A new account, made through the accounts service on this installation's database (the
+        `openhosting-admin user create` command itself is tested in test_admin.py)."""
+        if self._accounts is None:
+            from controlplane.config import Settings
+            from controlplane.db import Database
+            from controlplane.services.accounts import Accounts
+
+            self._accounts = Accounts(Database(Settings.from_env(self.env)))
+        user, secret = self._accounts.create(name)
+        return User(uuid=user, secret=secret)
 
     def client(self, user: User | None = None) -> Api:
         return Api(self.port, user)

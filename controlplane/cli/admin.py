@@ -71,6 +71,30 @@ def cmd_host_info(args, settings: Settings) -> None:
         print(f"{key} {value}")
 
 
+def _images(settings: Settings):
+    from ..db import Database
+    from ..services.images import Images
+    from storage.pool import DrivePool
+
+    return Images(Database(settings), DrivePool(settings.drive_dir, reserve=settings.pool_reserve), settings)
+
+
+def cmd_image_build(args, settings: Settings) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    image = _images(settings).build(args.name, force=args.force)
+    print(f"image {image.slug}")
+    print(f"drive {image.drive}")
+    print(f"memory {image.memory_mib}")
+
+
+def cmd_image_list(args, settings: Settings) -> None:
+    for entry in _images(settings).catalogue():
+        state = "built" if entry["built"] else "not-built"
+        print(f"{entry['name']} {state} {entry['memory']}MiB {entry['description']}")
+
+
 def cmd_drive_import_standard(args, settings: Settings) -> None:
     from ..db import Database
     from ..models import Drive
@@ -123,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     host = sub.add_parser("host", help="this hypervisor host").add_subparsers(dest="cmd", required=True)
     host.add_parser("info", help="versions, accelerator, CPUs, memory, pool space").set_defaults(func=cmd_host_info)
+
+    image = sub.add_parser("image", help="guest images for sandboxes").add_subparsers(dest="cmd", required=True)
+    build = image.add_parser("build", help="build an image from Debian packages (idempotent)")
+    build.add_argument("name")
+    build.add_argument("--force", action="store_true", help="rebuild even when installed")
+    build.set_defaults(func=cmd_image_build)
+    image.add_parser("list", help="the manifest's images and whether they are built").set_defaults(func=cmd_image_list)
 
     drive = sub.add_parser("drive", help="standard drives").add_subparsers(dest="cmd", required=True)
     imp = drive.add_parser("import-standard", help="add a file to the standard drive library")

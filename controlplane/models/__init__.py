@@ -5,5 +5,6 @@ from .accounts import User
 from .drives import Drive
 from .jobs import Job
 from .servers import DriveClaim, Resource, Server
+from .sandboxes import Image, Sandbox
 
-__all__ = ["Base", "utcnow", "User", "Drive", "Job", "Server", "DriveClaim", "Resource"]
+__all__ = ["Base", "utcnow", "User", "Drive", "Job", "Server", "DriveClaim", "Resource", "Image", "Sandbox"]

@@ -1,0 +1,119 @@
+"""Runs sandbox jobs in the agent: owns one warm pool per built image and writes results back."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+from sqlalchemy import select
+
+from ..jobs import JobQueue
+from ..models import Image, Sandbox
+from .sandboxes import Sandboxes, shell_line
+
+log = logging.getLogger("openhosting.sandboxes")
+
+KILLED_CODE = 137  # what a shell reports for SIGKILL: the VM was destroyed under the command
+
+
+class SandboxRunner:
+    kind = "sandbox"
+
+    def __init__(self, db, settings, sandboxes: Sandboxes, host, queue: JobQueue, drive_pool):
+        self.db = db
+        self.drive_pool = drive_pool
+        self.settings = settings
+        self.sandboxes = sandboxes
+        self.host = host
+        self.queue = queue
+        self.pools: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def work_root(self):
+        return self.settings.state_dir / "sandbox-vms"
+
+    def start(self) -> None:
+        """Clear what an earlier agent left behind, then warm a pool for every built image."""
+        from hypervisor.sandbox import purge
+
+        removed = purge(self.host, self.work_root)
+        if removed:
+            log.info("removed %d sandbox VM(s) left by an earlier agent", removed)
+        with self.db.session() as s:
+            slugs = list(s.scalars(select(Image.slug)))
+        for slug in slugs:
+            self.pool(slug)
+
+    def pool(self, slug: str):
+        from hypervisor.sandbox import SandboxImage, WarmPool
+
+        with self._lock:
+            if slug in self.pools:
+                return self.pools[slug]
+            with self.db.session() as s:
+                image = s.get(Image, slug)
+                if image is None:
+                    return None
+                spec = SandboxImage(slug=slug, base=self.drive_pool.path(image.drive), kernel=Path(image.kernel),
+                                    initramfs=Path(image.initramfs), cmdline=image.cmdline,
+                                    memory_mib=image.memory_mib)
+            work = self.work_root / slug
+            work.mkdir(parents=True, exist_ok=True)
+            pool = WarmPool(self.host, spec, work, size=self.settings.sandbox_pool_size)
+            pool.start()
+            self.pools[slug] = pool
+            log.info("warm pool for image %s started (%d VMs)", slug, self.settings.sandbox_pool_size)
+            return pool
+
+    def close(self) -> None:
+        for pool in list(self.pools.values()):
+            try:
+                pool.close()
+            except Exception:
+                log.exception("closing a warm pool")
+
+    def run(self, job) -> None:
+        with self.db.session() as s:
+            box = s.get(Sandbox, job.target)
+            state = None if box is None else (box.status, box.killed, box.image, box.cmd, box.timeout)
+        if state is None or state[0] != "running":
+            self.queue.finish(job.id)
+            return
+        _, killed, slug, cmd, timeout = state
+        if killed:
+            self.sandboxes.finish(job.target, return_code=KILLED_CODE, output=b"", timed_out=False,
+                                  truncated=False, killed=True)
+            self.queue.finish(job.id)
+            return
+        pool = self.pool(slug)
+        if pool is None:
+            self.sandboxes.finish(job.target, return_code=None, output=b"image is no longer installed\n",
+                                  timed_out=False, truncated=False, killed=False)
+            self.queue.finish(job.id)
+            return
+        cancel, done = threading.Event(), threading.Event()
+        watcher = threading.Thread(target=self._watch, args=(job.id, job.target, cancel, done), daemon=True)
+        watcher.start()
+        try:
+            result = pool.run(self.sandboxes.uploads.load(job.target), shell_line(json.loads(cmd)),
+                              timeout=timeout, output_cap=self.settings.sandbox_output_cap, cancel=cancel)
+        finally:
+            done.set()
+        code = KILLED_CODE if (result.timed_out or result.killed) and result.exit_code is None else result.exit_code
+        self.sandboxes.finish(job.target, return_code=code, output=result.output, timed_out=result.timed_out,
+                              truncated=result.truncated, killed=result.killed)
+        self.queue.finish(job.id)
+
+    def _watch(self, job_id: int, sandbox_id: str, cancel: threading.Event, done: threading.Event) -> None:
+        """While a run goes on: notice a DELETE (killed flag) and keep the job's lease fresh."""
+        ticks = 0
+        while not done.wait(0.2):
+            ticks += 1
+            with self.db.session() as s:
+                killed = s.scalar(select(Sandbox.killed).where(Sandbox.id == sandbox_id))
+            if killed:
+                cancel.set()
+            if ticks % 25 == 0:
+                self.queue.progress(job_id, 0)
