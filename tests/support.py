@@ -137,9 +137,12 @@ class Installation:
         return subprocess.run([ADMIN, *args], env=self.env, capture_output=True, text=True, check=check,
                               timeout=300)
 
-    def start(self) -> "Installation":
+    def start(self, *setup: tuple[str, ...]) -> "Installation":
+        """Migrate, run any `setup` admin commands (e.g. ("image", "build", "base")), start API and agent."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.admin("db", "upgrade")
+        for command in setup:
+            self.admin(*command)
         self.start_api()
         self.start_agent()
         return self
