@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 tools/setup.sh
 admin=.venv/bin/openhosting-admin
 $admin db upgrade
+# Sandbox images (Debian packages -> kernel, initramfs, root file system); seconds when already built.
+$admin image build base
 if [[ -z "$($admin user list)" ]]; then
   echo "No user yet; creating the first one:"
   $admin user create --name admin
