@@ -62,7 +62,8 @@ def build_services(settings: Settings) -> Services:
     drives = Drives(db, pool, settings, claims=Claims())
     resources = Resources(db, PublicNetwork(settings.ip_pool))
     host = Host(settings.installation_id, uri=settings.libvirt_uri)
-    substrate = ServerSubstrate(host, settings.run_dir, settings.ip_pool, settings.console_address)
+    substrate = ServerSubstrate(host, settings.run_dir, settings.ip_pool, settings.console_address,
+                                settings.public_forward)
     from storage.uploads import UploadStore
 
     from .agent_wakeup import notifier

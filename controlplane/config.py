@@ -46,6 +46,9 @@ class Settings:
     # the lower half of the rest is the static pool users take IP resources from, the upper half is
     # leased by DHCP to `nic:N:dhcp auto`.
     ip_pool: str = "10.77.0.0/24"
+    # Forward mode of the public network: "" (isolated: guests reach only each other and the host) or
+    # "nat" / "route" / "open" (libvirt forward modes) to give guests an uplink in production.
+    public_forward: str = ""
     # Where VNC consoles listen. Loopback by default: reach them through SSH or the control plane.
     console_address: str = "127.0.0.1"
     # Sandboxes: default and longest run time (s), output kept, files per run, warm VMs per image,
@@ -109,6 +112,7 @@ class Settings:
             reconcile_interval=float(env.get("OPENHOSTING_RECONCILE_INTERVAL", cls.reconcile_interval)),
             job_poll_interval=float(env.get("OPENHOSTING_JOB_POLL_INTERVAL", cls.job_poll_interval)),
             ip_pool=env.get("OPENHOSTING_IP_POOL", cls.ip_pool),
+            public_forward=env.get("OPENHOSTING_PUBLIC_FORWARD", cls.public_forward),
             console_address=env.get("OPENHOSTING_CONSOLE_ADDRESS", cls.console_address),
             sandbox_timeout=int(env.get("OPENHOSTING_SANDBOX_TIMEOUT", cls.sandbox_timeout)),
             sandbox_max_timeout=int(env.get("OPENHOSTING_SANDBOX_MAX_TIMEOUT", cls.sandbox_max_timeout)),

@@ -34,8 +34,10 @@ class Live:
 
 
 class ServerSubstrate:
-    def __init__(self, host: Host, run_dir: Path, public_cidr: str, console_address: str = "127.0.0.1"):
+    def __init__(self, host: Host, run_dir: Path, public_cidr: str, console_address: str = "127.0.0.1",
+                 public_forward: str = ""):
         self.host = host
+        self.public_forward = public_forward or None
         self.run_dir = Path(run_dir)
         self.public_cidr = public_cidr
         self.console_address = console_address
@@ -59,7 +61,8 @@ class ServerSubstrate:
 
     def public_network(self) -> str:
         """The isolated public network (DHCP on the upper half of the pool), started if needed."""
-        config = network_config(self.host.installation_id, PUBLIC, self.public_cidr)
+        config = network_config(self.host.installation_id, PUBLIC, self.public_cidr,
+                                forward_mode=self.public_forward)
         return self._ensure(config)
 
     def vlan_network(self, vlan: str) -> str:
@@ -174,6 +177,10 @@ class ServerSubstrate:
         out: dict[str, ApiState] = {}
         for guest in self.host.guests():
             try:
+                # Sandboxes and other throw-away VMs of this installation are not servers.
+                owner = guest.config().owner
+                if owner is None or (owner.kind or "server") != "server":
+                    continue
                 out[guest.uuid] = guest.state()
             except DomainNotFound:
                 continue
