@@ -216,6 +216,14 @@ class Connection:
         with self._lock:
             self._drop()
 
+    def invalidate(self) -> None:
+        """Mark the connection dead (a call failed with a connection error); the next `get` reopens.
+
+        Without the event loop libvirt only learns that libvirtd went away when a call fails, and
+        `isAlive` may still say yes; callers that see ConnectionLost call this.
+        """
+        self._dead = True
+
     @property
     def alive(self) -> bool:
         conn = self._conn

@@ -20,8 +20,9 @@ import libvirt_qemu
 
 from .devices import VNC_PASSWORD_MAX
 from .domain import DomainConfig
-from .errors import (AgentCommandFailed, AgentError, AgentTimeout, AgentUnavailable, DomainNotFound,
-                     GuestExecTimeout, HypervisorError, InvalidConfig, InvalidState, translate)
+from .errors import (AgentCommandFailed, AgentError, AgentTimeout, AgentUnavailable, ConnectionLost, DomainNotFound,
+                     GuestExecTimeout, HypervisorError, InvalidConfig, InvalidState, is_connection_error,
+                     translate)
 from .slots import DeviceSlot, nic_index
 
 
@@ -85,18 +86,26 @@ class VncAddress:
     port: int
 
 
+#: virDomain methods that only read, so they are retried once after a reconnect.
+_IDEMPOTENT = frozenset({"state", "isActive", "isPersistent", "hasManagedSaveImage", "XMLDesc", "interfaceStats",
+                         "blockStats", "setMetadata", "setSchedulerParametersFlags", "updateDeviceFlags"})
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
 class Guest:
-    # qemu-ga's guest-file-write takes base64 in one JSON message; libvirt caps replies and
-    # requests around 10 MB, so write in slices well below that.
-    FILE_CHUNK = 4 * 1024**2
+    # One guest-file-write/read moves base64 in one JSON message. Measured here (QEMU 7.2, TCG): a
+    # 100 KB write answers in 60 ms, a 200 KB one stalls the agent until the timeout; 48 KiB slices
+    # move 300 KB in 0.3 s.
+    FILE_CHUNK = 48 * 1024
 
-    def __init__(self, domain: libvirt.virDomain, *, agent=None):
-        """``agent`` stands in for `libvirt_qemu.qemuAgentCommand` (tests pass a fake guest agent)."""
+    def __init__(self, domain: libvirt.virDomain, *, connection=None, agent=None):
+        """``connection`` (a `Connection`) lets the guest find its domain again after libvirtd
+        restarts; ``agent`` stands in for `libvirt_qemu.qemuAgentCommand` (tests fake qemu-ga)."""
         self._dom = domain
+        self._connection = connection
         self._agent = agent or libvirt_qemu.qemuAgentCommand
         self.name = domain.name()
         self.uuid = domain.UUIDString()
@@ -104,87 +113,112 @@ class Guest:
     def __repr__(self) -> str:
         return f"Guest({self.name!r})"
 
-    def _call(self, operation: str, fn, *args, **context):
+    def _call(self, operation: str, method: str, *args, **context):
+        """Call ``virDomain.<method>(*args)``, translating errors.
+
+        When the connection turns out dead (libvirtd restarted), the handle is looked up again on a
+        fresh connection; a read (a method in `_IDEMPOTENT`) is then retried once, a verb is not,
+        since it may or may not have happened: it raises ConnectionLost and the caller decides.
+        """
+        for attempt in (1, 2):
+            try:
+                return getattr(self._dom, method)(*args)
+            except libvirt.libvirtError as exc:
+                if attempt == 1 and is_connection_error(exc) and self._reconnect() and method in _IDEMPOTENT:
+                    continue
+                raise translate(exc, domain=self.name, operation=operation, **context) from exc
+
+    def _reconnect(self) -> bool:
+        if self._connection is None:
+            return False
+        self._connection.invalidate()
         try:
-            return fn(*args)
-        except libvirt.libvirtError as exc:
-            raise translate(exc, domain=self.name, operation=operation, **context) from exc
+            self._dom = self._connection.get().lookupByUUIDString(self.uuid)
+        except (libvirt.libvirtError, HypervisorError):
+            return False
+        return True
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self, *, paused: bool = False) -> None:
         """Boot a defined, stopped domain (``paused``: create it with its CPUs stopped)."""
-        self._call("start", self._dom.createWithFlags, libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
+        self._call("start", "createWithFlags", libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
 
     def destroy(self) -> None:
         """Cut the power at once (the API's ``stop``). A persistent domain stays defined."""
-        self._call("destroy", self._dom.destroyFlags, 0)
+        self._call("destroy", "destroyFlags", 0)
 
     def shutdown(self) -> None:
         """Press the ACPI power button; returns at once, the guest decides when to power off."""
-        self._call("shutdown", self._dom.shutdownFlags, libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+        self._call("shutdown", "shutdownFlags", libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
 
     def agent_shutdown(self) -> None:
         """Ask the guest agent to power off (`guest-shutdown`); needs a running qemu-ga."""
-        self._call("shutdown", self._dom.shutdownFlags, libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT)
+        self._call("shutdown", "shutdownFlags", libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT)
 
     def reset(self) -> None:
         """Hardware reset: the guest reboots without shutting down."""
-        self._call("reset", self._dom.reset, 0)
+        self._call("reset", "reset", 0)
 
     def suspend(self) -> None:
-        self._call("suspend", self._dom.suspend)
+        self._call("suspend", "suspend")
 
     def resume(self) -> None:
-        self._call("resume", self._dom.resume)
+        self._call("resume", "resume")
 
     def save(self, path: str, *, paused: bool = False) -> None:
         """Write memory and device state to ``path`` and stop the domain (a transient one is gone).
 
         ``paused``: a later restore leaves the CPUs stopped (a warm pool resumes them on demand).
         """
-        self._call("save", self._dom.saveFlags, path, None, libvirt.VIR_DOMAIN_SAVE_PAUSED if paused else 0)
+        self._call("save", "saveFlags", path, None, libvirt.VIR_DOMAIN_SAVE_PAUSED if paused else 0)
 
     def undefine(self) -> None:
         """Forget a persistent definition (with its managed-save image); a running domain becomes
         transient and keeps running."""
         flags = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-        self._call("undefine", self._dom.undefineFlags, flags)
+        self._call("undefine", "undefineFlags", flags)
 
     def remove(self) -> None:
-        """Destroy if running, then undefine if persistent; absent afterwards, whatever it was."""
-        try:
-            if self.is_active():
-                try:
-                    self.destroy()
-                except InvalidState:
-                    pass    # it stopped by itself meanwhile
-            if self._call("remove", self._dom.isPersistent):
-                self.undefine()
-        except DomainNotFound:
-            pass
+        """Destroy if running, then undefine if persistent; absent afterwards, whatever it was.
+        Safe to repeat, so it is retried once across a libvirtd restart."""
+        for attempt in (1, 2):
+            try:
+                if self.is_active():
+                    try:
+                        self.destroy()
+                    except InvalidState:
+                        pass    # it stopped by itself meanwhile
+                if self._call("remove", "isPersistent"):
+                    self.undefine()
+                return
+            except DomainNotFound:
+                return
+            except ConnectionLost:
+                if attempt == 2:
+                    raise
 
     # --- state ------------------------------------------------------------------------------
     def libvirt_state(self) -> tuple[int, int]:
-        state, reason = self._call("read state", self._dom.state, 0)
+        state, reason = self._call("read state", "state", 0)
         return state, reason
 
     def state(self) -> ApiState:
         """The API state, through `LIBVIRT_STATE`."""
         state, reason = self.libvirt_state()
-        if state == libvirt.VIR_DOMAIN_SHUTOFF and self._call("read state", self._dom.hasManagedSaveImage, 0):
+        if state == libvirt.VIR_DOMAIN_SHUTOFF and self._call("read state", "hasManagedSaveImage", 0):
             return ApiState.DUMPED
         return api_state(state, reason)
 
     def is_active(self) -> bool:
-        return bool(self._call("read state", self._dom.isActive))
+        return bool(self._call("read state", "isActive"))
 
     def is_persistent(self) -> bool:
-        return bool(self._call("read state", self._dom.isPersistent))
+        return bool(self._call("read state", "isPersistent"))
 
     def xml(self, *, inactive: bool = False, secure: bool = False) -> str:
         flags = (libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0) | (
             libvirt.VIR_DOMAIN_XML_SECURE if secure else 0)
-        return self._call("read XML", self._dom.XMLDesc, flags)
+        return self._call("read XML", "XMLDesc", flags)
 
     def config(self, *, inactive: bool = False) -> DomainConfig:
         """The domain parsed back into a `DomainConfig` (live XML unless ``inactive``)."""
@@ -195,12 +229,12 @@ class Guest:
         flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if self.is_active() else 0)
         if not self.is_persistent():
             flags &= ~libvirt.VIR_DOMAIN_AFFECT_CONFIG
-        self._call("set title", self._dom.setMetadata, libvirt.VIR_DOMAIN_METADATA_TITLE, title, None, None, flags)
+        self._call("set title", "setMetadata", libvirt.VIR_DOMAIN_METADATA_TITLE, title, None, None, flags)
 
     def set_cpu(self, shares: int, global_quota: int, global_period: int = 100_000) -> None:
         """Change the cgroup CPU controls (see `defaults.cpu_tune`) live and in the definition."""
         params = {"cpu_shares": shares, "global_period": global_period, "global_quota": global_quota}
-        self._call("set cpu", self._dom.setSchedulerParametersFlags, params, self._affect())
+        self._call("set cpu", "setSchedulerParametersFlags", params, self._affect())
 
     def set_vnc_password(self, password: str | None) -> None:
         """Change (or with None, clear) the VNC password of a domain with VNC, live and in the definition."""
@@ -212,7 +246,7 @@ class Guest:
         graphics.passwd = password
         if graphics.autoport:
             graphics.port = -1
-        self._call("set VNC password", self._dom.updateDeviceFlags, graphics.to_xml(), self._affect())
+        self._call("set VNC password", "updateDeviceFlags", graphics.to_xml(), self._affect())
 
     def _affect(self) -> int:
         flags = 0
@@ -232,7 +266,7 @@ class Guest:
             if not device or nic.type == "user":
                 continue
             rx_bytes, rx_packets, _re, _rd, tx_bytes, tx_packets, _te, _td = self._call(
-                "read interface counters", self._dom.interfaceStats, device)
+                "read interface counters", "interfaceStats", device)
             index = nic_index(nic.alias)
             result[position if index is None else index] = InterfaceCounters(
                 rx_bytes, tx_bytes, rx_packets, tx_packets)
@@ -250,7 +284,7 @@ class Guest:
             if not disk.source:
                 continue        # an empty CD-ROM tray has no block backend
             rd_req, rd_bytes, wr_req, wr_bytes, _errs = self._call(
-                "read block counters", self._dom.blockStats, disk.target)
+                "read block counters", "blockStats", disk.target)
             slot = DeviceSlot.from_alias(disk.alias)
             result[str(slot) if slot else disk.target] = BlockCounters(rd_bytes, rd_req, wr_bytes, wr_req)
         return result
@@ -281,6 +315,8 @@ class Guest:
         try:
             reply = self._agent(self._dom, text, seconds, 0)
         except libvirt.libvirtError as exc:
+            if is_connection_error(exc):
+                self._reconnect()
             raise translate(exc, domain=self.name, operation=name, command=name, timeout=seconds) from exc
         if reply is None:
             raise AgentUnavailable(domain=self.name, reason="empty reply")
@@ -377,11 +413,8 @@ class Guest:
         """Set the guest clock to the host's (after every restore: clones share a stale clock)."""
         now = time.time() if now is None else now
         seconds = int(now)
-        try:
-            self._dom.setTime({"seconds": seconds, "nseconds": int((now - seconds) * 1e9)}, 0)
-        except libvirt.libvirtError as exc:
-            raise translate(exc, domain=self.name, operation="guest-set-time",
-                            command="guest-set-time", timeout="?") from exc
+        self._call("guest-set-time", "setTime", {"seconds": seconds, "nseconds": int((now - seconds) * 1e9)}, 0,
+                   command="guest-set-time", timeout="?")
 
 
 __all__ = ["ApiState", "LIBVIRT_STATE", "api_state", "Guest", "InterfaceCounters", "BlockCounters",

@@ -20,11 +20,13 @@ import libvirt
 
 from .connection import Accelerator, Connection, HostInfo, detect_accelerator, host_info, shared_connection
 from .domain import DomainConfig, Owner, check_installation_id, has_prefix, owned_by
-from .errors import (DomainNotFound, InvalidConfig, NetworkNotFound, NotOwned, translate)
+from .errors import DomainNotFound, InvalidConfig, NetworkNotFound, NotOwned, is_connection_error, translate
 from .guest import Guest
 from .networks import Network, NetworkConfig
 from .xmlbuilder import OPENHOSTING_NS
 
+_RETRIED = frozenset({"defineXML", "networkDefineXML", "listAllDomains", "listAllNetworks", "saveImageGetXMLDesc",
+                      "lookupByName", "lookupByUUIDString", "networkLookupByName"})
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -38,11 +40,18 @@ class Host:
     def _conn(self) -> libvirt.virConnect:
         return self.connection.get()
 
-    def _call(self, operation: str, fn, *args, **context):
-        try:
-            return fn(*args)
-        except libvirt.libvirtError as exc:
-            raise translate(exc, operation=operation, **context) from exc
+    def _call(self, operation: str, method: str, *args, **context):
+        """``virConnect.<method>(*args)`` on the live connection; after a lost connection, reads (and
+        define, which is idempotent) retry once on a fresh one."""
+        for attempt in (1, 2):
+            try:
+                return getattr(self._conn(), method)(*args)
+            except libvirt.libvirtError as exc:
+                if attempt == 1 and is_connection_error(exc):
+                    self.connection.invalidate()
+                    if method in _RETRIED:
+                        continue
+                raise translate(exc, operation=operation, **context) from exc
 
     # --- host ---------------------------------------------------------------------------------
     @property
@@ -56,12 +65,13 @@ class Host:
 
     # --- ownership ----------------------------------------------------------------------------
     def owns_domain(self, dom: libvirt.virDomain) -> bool:
+        """Name prefix and metadata owner both ours. Raises DomainNotFound if it vanished meanwhile."""
         if not has_prefix(dom.name(), self.installation_id):
             return False
         try:
             text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, OPENHOSTING_NS, 0)
         except libvirt.libvirtError as exc:
-            if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN):
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
                 return False
             raise translate(exc, domain=dom.name(), operation="read ownership") from exc
         return Owner.from_metadata(text).installation == self.installation_id
@@ -81,8 +91,8 @@ class Host:
             existing = self.find(config.uuid, include_foreign=True)
             if existing is not None and not self.owns_domain(existing._dom):
                 raise NotOwned(domain=config.uuid)
-        dom = self._call("define", self._conn().defineXML, xml, domain=config.name)
-        return Guest(dom)
+        dom = self._call("define", "defineXML", xml, domain=config.name)
+        return Guest(dom, connection=self.connection)
 
     def launch(self, config: DomainConfig, *, paused: bool = False) -> Guest:
         """Define, then start; the usual way a server comes up."""
@@ -94,7 +104,7 @@ class Host:
         """Start a domain that libvirt forgets once it stops (`createXML`)."""
         xml = self._check_config(config)
         flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
-        return Guest(self._call("create", self._conn().createXML, xml, flags, domain=config.name))
+        return Guest(self._call("create", "createXML", xml, flags, domain=config.name), connection=self.connection)
 
     def guest(self, key: str) -> Guest:
         """Our domain by libvirt name or uuid; DomainNotFound (NotOwned) otherwise."""
@@ -105,33 +115,35 @@ class Host:
 
     def find(self, key: str, *, include_foreign: bool = False) -> Guest | None:
         """Like `guest`, but None when absent. ``include_foreign`` is for define's collision check only."""
-        conn = self._conn()
-        lookup = conn.lookupByUUIDString if _UUID_RE.match(key) else conn.lookupByName
         try:
-            dom = lookup(key)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return None
-            raise translate(exc, domain=key, operation="look up domain") from exc
-        if include_foreign:
-            return Guest(dom)
-        if not self.owns_domain(dom):
-            raise NotOwned(domain=key)
-        return Guest(dom)
+            dom = self._call("look up domain", "lookupByUUIDString" if _UUID_RE.match(key) else "lookupByName",
+                             key, domain=key)
+            if not include_foreign and not self.owns_domain(dom):
+                raise NotOwned(domain=key)
+        except NotOwned:
+            raise
+        except DomainNotFound:     # absent, or gone between the lookup and the ownership check
+            return None
+        return Guest(dom, connection=self.connection)
 
     def guests(self) -> list[Guest]:
         """Every domain of this installation, running or defined."""
-        doms = self._call("list domains", self._conn().listAllDomains, 0)
-        return [Guest(d) for d in doms if has_prefix(d.name(), self.installation_id) and self.owns_domain(d)]
+        guests = []
+        for dom in self._call("list domains", "listAllDomains", 0):
+            try:
+                if self.owns_domain(dom):
+                    guests.append(Guest(dom, connection=self.connection))
+            except DomainNotFound:
+                continue    # a transient domain that ended while we listed
+        return guests
 
     def restore(self, path: str, *, paused: bool = False) -> Guest:
         """Start a domain from a `Guest.save` file, if that file holds one of ours; running, or
         with its CPUs stopped when ``paused`` or when it was saved with ``paused``."""
-        conn = self._conn()
-        xml = self._call("read saved image", conn.saveImageGetXMLDesc, path, libvirt.VIR_DOMAIN_XML_SECURE)
+        xml = self._call("read saved image", "saveImageGetXMLDesc", path, libvirt.VIR_DOMAIN_XML_SECURE)
         if not owned_by(xml, self.installation_id):
             raise NotOwned(domain=path)
-        self._call("restore", conn.restoreFlags, path, None, libvirt.VIR_DOMAIN_SAVE_PAUSED if paused else 0)
+        self._call("restore", "restoreFlags", path, None, libvirt.VIR_DOMAIN_SAVE_PAUSED if paused else 0)
         name = ET.fromstring(xml).findtext("name")
         return self.guest(name)
 
@@ -139,8 +151,10 @@ class Host:
     def _owns_network(self, net: libvirt.virNetwork) -> bool:
         if not has_prefix(net.name(), self.installation_id):
             return False
-        return owned_by(self._call("read network XML", net.XMLDesc, 0, network=net.name()),
-                        self.installation_id)
+        try:
+            return owned_by(net.XMLDesc(0), self.installation_id)
+        except libvirt.libvirtError as exc:
+            raise translate(exc, network=net.name(), operation="read network XML") from exc
 
     def _check_network(self, config: NetworkConfig) -> str:
         if config.owner is None or config.owner.installation != self.installation_id \
@@ -154,12 +168,14 @@ class Host:
         existing = self.find_network(config.name, include_foreign=True)
         if existing is not None and not self._owns_network(existing._net):
             raise NotOwned(domain=config.name)
-        return Network(self._call("define network", self._conn().networkDefineXML, xml, network=config.name))
+        return Network(self._call("define network", "networkDefineXML", xml, network=config.name),
+                       connection=self.connection)
 
     def create_network(self, config: NetworkConfig) -> Network:
         """Start a transient network (gone when destroyed or when libvirtd forgets it)."""
         xml = self._check_network(config)
-        return Network(self._call("create network", self._conn().networkCreateXML, xml, network=config.name))
+        return Network(self._call("create network", "networkCreateXML", xml, network=config.name),
+                       connection=self.connection)
 
     def network(self, name: str) -> Network:
         net = self.find_network(name)
@@ -169,15 +185,19 @@ class Host:
 
     def find_network(self, name: str, *, include_foreign: bool = False) -> Network | None:
         try:
-            net = self._conn().networkLookupByName(name)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
-                return None
-            raise translate(exc, network=name, operation="look up network") from exc
+            net = self._call("look up network", "networkLookupByName", name, network=name)
+        except NetworkNotFound:
+            return None
         if not include_foreign and not self._owns_network(net):
             raise NotOwned(domain=name)
-        return Network(net)
+        return Network(net, connection=self.connection)
 
     def networks(self) -> list[Network]:
-        nets = self._call("list networks", self._conn().listAllNetworks, 0)
-        return [Network(n) for n in nets if self._owns_network(n)]
+        networks = []
+        for net in self._call("list networks", "listAllNetworks", 0):
+            try:
+                if self._owns_network(net):
+                    networks.append(Network(net, connection=self.connection))
+            except NetworkNotFound:
+                continue
+        return networks

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import libvirt
 
 from .domain import Owner, domain_name, owned_by
-from .errors import InvalidConfig, NetworkNotFound, Timeout, translate
+from .errors import ConnectionLost, HypervisorError, InvalidConfig, NetworkNotFound, Timeout, is_connection_error, translate
 from .xmlbuilder import INT, YESNO, XMLObject, child, children, prop
 
 
@@ -112,6 +112,9 @@ def add_host(config: NetworkConfig, mac: str, ip: str) -> DhcpHost:
     return host
 
 
+_IDEMPOTENT = frozenset({"isActive", "isPersistent", "bridgeName", "XMLDesc", "DHCPLeases"})
+
+
 @dataclass(frozen=True)
 class Lease:
     mac: str
@@ -124,46 +127,66 @@ class Lease:
 class Network:
     """Verbs on one libvirt network (get it from `Host`, which checks ownership)."""
 
-    def __init__(self, network: libvirt.virNetwork):
+    def __init__(self, network: libvirt.virNetwork, *, connection=None):
         self._net = network
+        self._connection = connection
         self.name = network.name()
 
     def __repr__(self) -> str:
         return f"Network({self.name!r})"
 
-    def _call(self, operation: str, fn, *args):
+    def _call(self, operation: str, method: str, *args):
+        """``virNetwork.<method>(*args)``; after a lost connection, reads retry once (see `Guest._call`)."""
+        for attempt in (1, 2):
+            try:
+                return getattr(self._net, method)(*args)
+            except libvirt.libvirtError as exc:
+                if attempt == 1 and is_connection_error(exc) and self._reconnect() and method in _IDEMPOTENT:
+                    continue
+                raise translate(exc, network=self.name, operation=operation) from exc
+
+    def _reconnect(self) -> bool:
+        if self._connection is None:
+            return False
+        self._connection.invalidate()
         try:
-            return fn(*args)
-        except libvirt.libvirtError as exc:
-            raise translate(exc, network=self.name, operation=operation) from exc
+            self._net = self._connection.get().networkLookupByName(self.name)
+        except (libvirt.libvirtError, HypervisorError):
+            return False
+        return True
 
     def start(self) -> None:
-        self._call("start network", self._net.create)
+        self._call("start network", "create")
 
     def destroy(self) -> None:
-        self._call("stop network", self._net.destroy)
+        self._call("stop network", "destroy")
 
     def undefine(self) -> None:
-        self._call("undefine network", self._net.undefine)
+        self._call("undefine network", "undefine")
 
     def remove(self) -> None:
-        """Stop it if running and forget it; absent afterwards."""
-        try:
-            if self.is_active():
-                self.destroy()
-            if self._call("remove network", self._net.isPersistent):
-                self.undefine()
-        except NetworkNotFound:
-            pass
+        """Stop it if running and forget it; absent afterwards. Retried once across a reconnect."""
+        for attempt in (1, 2):
+            try:
+                if self.is_active():
+                    self.destroy()
+                if self._call("remove network", "isPersistent"):
+                    self.undefine()
+                return
+            except NetworkNotFound:
+                return
+            except ConnectionLost:
+                if attempt == 2:
+                    raise
 
     def is_active(self) -> bool:
-        return bool(self._call("read network state", self._net.isActive))
+        return bool(self._call("read network state", "isActive"))
 
     def bridge(self) -> str:
-        return self._call("read network bridge", self._net.bridgeName)
+        return self._call("read network bridge", "bridgeName")
 
     def config(self) -> NetworkConfig:
-        return NetworkConfig.from_xml(self._call("read network XML", self._net.XMLDesc, 0))
+        return NetworkConfig.from_xml(self._call("read network XML", "XMLDesc", 0))
 
     def set_host(self, mac: str, ip: str) -> None:
         """Pin ``ip`` to ``mac``: in the definition, and live when the network runs."""
@@ -182,12 +205,12 @@ class Network:
         if self.is_active():
             flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
         xml = host.to_xml().strip()
-        self._call("update DHCP hosts", self._net.update, command,
+        self._call("update DHCP hosts", "update", command,
                    libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, xml, flags)
 
     def dhcp_leases(self, mac: str | None = None) -> list[Lease]:
         """Current DHCP leases (of one MAC, if given), as dnsmasq reports them to libvirt."""
-        leases = self._call("read DHCP leases", self._net.DHCPLeases, mac.lower() if mac else None, 0)
+        leases = self._call("read DHCP leases", "DHCPLeases", mac.lower() if mac else None, 0)
         return [Lease(mac=lease["mac"], ip=lease["ipaddr"], prefix=lease["prefix"],
                       hostname=lease.get("hostname"), expires=lease["expirytime"]) for lease in leases]
 

@@ -41,7 +41,7 @@ class Codec:
     # Element-text locations go through these two, so a codec may also use the element's
     # attributes (see MemoryCodec).
     def read(self, elem: ET.Element) -> Any:
-        return None if elem.text is None else self.parse(elem.text.strip())
+        return None if elem.text is None else self.parse(elem.text)
 
     def write(self, elem: ET.Element, value: Any) -> None:
         elem.text = self.format(value)

@@ -189,3 +189,45 @@ def test_lifecycle_events_and_reopen_notice():
         guest.remove()
         conn.unsubscribe(events)
         conn.close()
+
+
+class DeadDomain:
+    """A virDomain handle whose connection died under it (libvirtd restarted)."""
+
+    def __init__(self, name, uuid_):
+        self._name, self._uuid = name, uuid_
+
+    def name(self):
+        return self._name
+
+    def UUIDString(self):
+        return self._uuid
+
+    def __getattr__(self, method):
+        def fail(*args):
+            raise libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR, "client socket is closed", libvirt.VIR_FROM_RPC)
+        return fail
+
+
+def test_guest_finds_its_domain_again_after_libvirtd_restarts():
+    keeper = libvirt.open("test:///default")       # keeps the test driver's state across reopening
+    conn = Connection("test:///default")
+    host = hv.Host(INSTALLATION, conn, accelerator=hv.Accelerator.TCG)
+    real = host.define(hv.set_defaults(hv.new_domain(INSTALLATION, str(uuid.uuid4()), memory_mib=64)))
+    try:
+        first = conn.get()
+        guest = hv.Guest(DeadDomain(real.name, real.uuid), connection=conn)
+        assert guest.state() == hv.ApiState.STOPPED         # a read: reconnected and retried
+        assert conn.get() is not first
+        guest = hv.Guest(DeadDomain(real.name, real.uuid), connection=conn)
+        with pytest.raises(errors.ConnectionLost):
+            guest.start()                                   # a verb: not retried, may have happened
+        guest.start()                                       # the handle is fresh now
+        assert guest.state() == hv.ApiState.ACTIVE
+        lonely = hv.Guest(DeadDomain(real.name, real.uuid))  # no connection to come back through
+        with pytest.raises(errors.ConnectionLost):
+            lonely.state()
+    finally:
+        real.remove()
+        conn.close()
+        keeper.close()
