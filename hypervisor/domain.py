@@ -16,8 +16,8 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from .devices import (Channel, Controller, Disk, Graphics, Interface, Rng, Serial, Video,
-                      VNC_PASSWORD_MAX, InterfaceType)
+from .devices import (Channel, Controller, Disk, DiskBus, DiskMedia, Graphics, Interface, InterfaceType, Rng,
+                      Serial, Video, VNC_PASSWORD_MAX)
 from .errors import InvalidConfig
 from .xmlbuilder import INT, MEMORY_MIB, OPENHOSTING_NS, XMLObject, child, children, flag, prop
 
@@ -169,6 +169,10 @@ class DomainConfig(XMLObject):
         if not has_prefix(self.name, self.owner.installation):
             raise InvalidConfig(reason=f"name {self.name!r} lacks the prefix of installation "
                                        f"{self.owner.installation!r}")
+        for d in self.disks:
+            if d.readonly and d.device != DiskMedia.CDROM and d.bus in (DiskBus.IDE, DiskBus.SATA):
+                raise InvalidConfig(reason=f"disk {d.alias or d.target}: QEMU cannot make an IDE or SATA disk "
+                                           f"read-only; use a scsi: or block: slot, or media cdrom")
         targets = [d.target for d in self.disks]
         if None in targets or len(set(targets)) != len(targets):
             raise InvalidConfig(reason=f"disk targets must be set and distinct: {targets}")

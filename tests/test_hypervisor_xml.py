@@ -85,8 +85,8 @@ def full_q35() -> hv.DomainConfig:
     cfg.disks = [
         hv.drive("ide:0:0", "/var/lib/openhosting/drives/iso", media="cdrom"),
         hv.drive("ide:1:1", "/var/lib/openhosting/drives/a"),
-        hv.drive("ata:0:5", "/var/lib/openhosting/drives/b", readonly=True),
-        hv.drive("scsi:0:7", "/var/lib/openhosting/drives/c", format="qcow2"),
+        hv.drive("ata:0:5", "/var/lib/openhosting/drives/b"),
+        hv.drive("scsi:0:7", "/var/lib/openhosting/drives/c", format="qcow2", readonly=True),
         hv.drive("block:0", "/var/lib/openhosting/drives/d", shareable=True),
         hv.drive("ata:0:0", None, media="cdrom"),
     ]
@@ -147,6 +147,16 @@ def test_ide_becomes_sata_on_q35_and_stays_ide_on_pc():
     pc = {str(DeviceSlot.from_alias(d.alias)): d for d in pc_ide().disks}
     assert pc["ide:1:1"].bus == DiskBus.IDE and (pc["ide:1:1"].address.bus, pc["ide:1:1"].address.unit) == (1, 1)
     assert pc["ide:0:0"].target == "hda" and pc["ata:0:2"].bus == DiskBus.SATA
+
+
+@pytest.mark.parametrize("slot", ["ide:0:1", "ata:0:1"])
+def test_readonly_disks_need_scsi_or_virtio(slot):
+    cfg = hv.new_domain(INSTALLATION, SERVER, memory_mib=256)
+    cfg.disks = [hv.drive(slot, "/srv/shared.raw", readonly=True)]
+    with pytest.raises(InvalidConfig, match="read-only"):
+        hv.set_defaults(cfg)
+    cfg.disks = [hv.drive(slot, "/srv/shared.iso", media="cdrom")]
+    hv.set_defaults(cfg)
 
 
 def test_cdrom_is_readonly_and_may_be_empty():
@@ -250,7 +260,8 @@ def configs(draw):
     slots = draw(st.lists(st.sampled_from(SLOTS), unique=True, max_size=6))
     cfg.disks = [hv.drive(s, draw(st.none() | st.just(f"/d/{i}")) if draw(st.booleans()) else f"/d/{i}",
                           media=draw(st.sampled_from(list(DiskMedia))),
-                          format=draw(st.sampled_from(["raw", "qcow2"])), readonly=draw(st.booleans()))
+                          format=draw(st.sampled_from(["raw", "qcow2"])),
+                          readonly=draw(st.booleans()) and s.startswith(("scsi", "block")))
                  for i, s in enumerate(slots)]
     for d in cfg.disks:
         if d.source is None:
