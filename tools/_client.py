@@ -329,6 +329,8 @@ _zeros_lock = threading.Lock()
 
 def is_zero(data: bytes) -> bool:
     """Whether `data` is all zero bytes (one memcmp against a cached zero buffer)."""
+    if not isinstance(data, bytes):
+        data = bytes(data)  # bytes == bytes is one memcmp; memoryview == bytes compares item by item
     n = len(data)
     zeros = _zeros.get(n)
     if zeros is None:

@@ -170,43 +170,64 @@ class Image:
 
 
 # ---- encoding --------------------------------------------------------------------------------------
+#
+# A chunk goes out as one gzip body made of members, one per run of similar 256 KiB segments: zeros
+# and compressible data at gzip -1, incompressible data stored (level 0: a copy and a CRC, where
+# deflate would burn CPU to gain nothing). Concatenated members are plain gzip (RFC 1952; `gzip -d`
+# reads them). A chunk with nothing to gain goes out raw.
 
-_zero_gzip: dict[int, bytes] = {}
+SEGMENT = 256 * 1024
+SAMPLE = 16 * 1024
+ZERO, PACK, STORE = "zero", "pack", "store"
+_zero_members: dict[int, bytes] = {}
 _zero_lock = threading.Lock()
 
 
-def gzip_bytes(data: bytes) -> bytes:
-    c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+def gzip_member(data, level: int) -> bytes:
+    c = zlib.compressobj(level, zlib.DEFLATED, 31)
     return c.compress(data) + c.flush()
 
 
-def worth_compressing(data: bytes) -> bool:
-    """Whether gzip will shrink this chunk, judged on four small samples spread over it."""
-    n = len(data)
-    if n <= 256 * 1024:
-        return True
-    sample = 16 * 1024
-    step = (n - sample) // 3
-    raw = packed = 0
-    for start in range(0, 4 * step, step):
-        piece = data[start:start + sample]
-        raw += len(piece)
-        packed += len(zlib.compress(piece, GZIP_LEVEL))
-    return packed < raw * 0.9
+def _zero_member(n: int) -> bytes:
+    member = _zero_members.get(n)
+    if member is None:
+        with _zero_lock:
+            member = _zero_members.setdefault(n, gzip_member(bytes(n), 9))  # made once: pack hard
+    return member
+
+
+def _kind(segment) -> str:
+    if is_zero(segment):
+        return ZERO
+    middle = max(0, len(segment) // 2 - SAMPLE // 2)
+    sample = segment[middle:middle + SAMPLE]
+    return PACK if len(zlib.compress(sample, GZIP_LEVEL)) < len(sample) * 0.9 else STORE
 
 
 def encode(data: bytes) -> tuple[bytes, dict]:
-    """The request body and headers for a chunk: gzip, unless gzip would not make it smaller."""
+    """The request body and headers for a chunk (see above)."""
     plain = {"Content-Type": "application/octet-stream"}
-    if is_zero(data):  # zeros for a drive that may hold data: a few kB on the wire
-        with _zero_lock:
-            packed = _zero_gzip.get(len(data)) or _zero_gzip.setdefault(len(data), gzip_bytes(data))
-        return packed, {**plain, "Content-Encoding": "gzip"}
-    if worth_compressing(data):
-        packed = gzip_bytes(data)
-        if len(packed) < len(data):
-            return packed, {**plain, "Content-Encoding": "gzip"}
-    return data, plain
+    view = memoryview(data)
+    runs: list[list] = []  # [kind, start, end]
+    for start in range(0, len(data), SEGMENT):
+        end = min(len(data), start + SEGMENT)
+        kind = _kind(data[start:end])  # a copy: comparing bytes is a memcmp, a memoryview is not
+        if runs and runs[-1][0] == kind:
+            runs[-1][2] = end
+        else:
+            runs.append([kind, start, end])
+    if all(kind == STORE for kind, _, _ in runs):
+        return data, plain
+    members = []
+    for kind, start, end in runs:
+        if kind == ZERO:
+            members.append(_zero_member(end - start))
+        else:
+            members.append(gzip_member(view[start:end], GZIP_LEVEL if kind == PACK else 0))
+    body = b"".join(members)
+    if len(body) >= len(data):
+        return data, plain
+    return body, {**plain, "Content-Encoding": "gzip"}
 
 
 # ---- the upload ------------------------------------------------------------------------------------
