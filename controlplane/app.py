@@ -134,10 +134,17 @@ def _falcon_error(req, resp, exc: falcon.HTTPError, params) -> None:
 
 
 def _hypervisor_error(req, resp, exc, params) -> None:
-    from hypervisor.errors import DomainNotFound, InvalidState
+    from hypervisor.errors import (ConnectionFailed, ConnectionLost, DomainNotFound, InvalidConfig,
+                                   InvalidState, Unsupported)
 
     log.warning("hypervisor error on %s %s: %s %s", req.method, req.path, type(exc).__name__, exc.context)
-    if isinstance(exc, InvalidState):
+    if isinstance(exc, (InvalidConfig, Unsupported)):
+        # Our own checks word these for users; what libvirt itself said may name host paths.
+        own = "libvirt_code" not in exc.context
+        _render_error(req, resp, 400, "usage", exc.message if own else "the server configuration was refused")
+    elif isinstance(exc, (ConnectionLost, ConnectionFailed)):
+        _render_error(req, resp, 500, "system", "the hypervisor is not reachable right now; try again")
+    elif isinstance(exc, InvalidState):
         _render_error(req, resp, 409, "busy", "the server is in a state that does not allow this now")
     elif isinstance(exc, DomainNotFound):
         _render_error(req, resp, 409, "busy", "the server's virtual machine is not running")

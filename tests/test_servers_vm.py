@@ -231,9 +231,11 @@ def test_restarts_and_a_killed_qemu(site, api, iso_drive):
 def test_foreign_domains_are_left_alone(site, api, tmp_path):
     """A domain this installation did not create survives every reconciliation."""
     from hypervisor import defaults
+    from hypervisor.connection import Connection
     from hypervisor.host import Host
 
-    other = Host("othertest" + os.urandom(3).hex())
+    # a connection of its own: this process's shared one may predate the libvirtd restart above
+    other = Host("othertest" + os.urandom(3).hex(), Connection("qemu:///system"))
     dom = defaults.new_domain(other.installation_id, str(__import__("uuid").uuid4()), memory_mib=64)
     guest = other.create_transient(defaults.set_defaults(dom))
     try:
