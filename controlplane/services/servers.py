@@ -258,30 +258,27 @@ class Servers:
                 out[index] = {"public": True, "ip": None}
         return out
 
-    def stop(self, user: str, server_id: str) -> None:
+    def _require_active(self, user: str, server_id: str, desired: str | None = None) -> None:
         with self.db.session() as s:
             server = self._get(s, user, server_id)
             if server.status != ACTIVE:
                 raise Busy("server is not active")
-            server.desired = STOPPED
+            if desired:
+                server.desired = desired
+
+    def stop(self, user: str, server_id: str) -> None:
+        self._require_active(user, server_id, desired=STOPPED)
         self.substrate.poweroff(server_id)
         if self.stopped(server_id) == "destroyed":
             self.substrate.forget(server_id)
 
     def shutdown(self, user: str, server_id: str) -> None:
-        with self.db.session() as s:
-            server = self._get(s, user, server_id)
-            if server.status != ACTIVE:
-                raise Busy("server is not active")
-            server.desired = STOPPED
+        self._require_active(user, server_id, desired=STOPPED)
         # The guest decides when to power off; the agent sees the domain end and calls stopped().
         self.substrate.acpi_shutdown(server_id)
 
     def reset(self, user: str, server_id: str) -> None:
-        with self.db.session() as s:
-            server = self._get(s, user, server_id)
-            if server.status != ACTIVE:
-                raise Busy("server is not active")
+        self._require_active(user, server_id)
         self.substrate.reset(server_id)
 
     def destroy(self, user: str, server_id: str) -> None:
