@@ -685,3 +685,43 @@ def test_download_continues_a_partial_file(alice, env, tmp_path, proxy_for):
     assert out.read_bytes() == data
     r = run("openhosting-download", drive, out, env=env)
     assert r.returncode == 0 and b"complete already" in r.stdout
+
+
+def test_chunks_too_large_for_the_server(fresh_installation, tmp_path):
+    inst = fresh_installation(OPENHOSTING_MAX_BODY="1M")
+    user = inst.create_user("small")
+    env = tool_env(inst.port, user)
+    data = random_image(tmp_path / "img", 3 * MiB + 5)
+    r = run("openhosting-upload", "-c", "2M", "img", env=env, cwd=tmp_path)
+    assert r.returncode == 1 and b"(HTTP 413)" in r.stderr
+    command = RESUME.search(r.stderr.decode()).group(1)
+    assert command.endswith(" -c 1048576 img")  # the resume command halves the chunk
+    r = sh(command, env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    download_equals(env, created_drive(r.stdout) if "Created" in r.stdout else command.split()[3],
+                    data, tmp_path / "back")
+
+
+def test_progress_bar_on_a_terminal(alice, env, tmp_path):
+    import pty
+
+    random_image(tmp_path / "img", 2 * MiB)
+    master, slave = pty.openpty()
+    os.set_blocking(master, True)
+    proc = subprocess.Popen([str(BIN / "openhosting-upload"), "-c", "64k", "img"], env=env, cwd=tmp_path,
+                            stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            piece = os.read(master, 65536)
+        except OSError:  # EIO: the other side is closed
+            break
+        if not piece:
+            break
+        out += piece
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    last = out.decode().replace("\r\n", "\n").rstrip("\n").split("\r")[-1]  # the final redraw
+    assert re.match(r"Uploading 32 chunks of 65536 bytes: (\[#+\] )?100% 2\.1MB [\d.]+MB/s in 00:\d\d\S* "
+                    r"completed", last), out

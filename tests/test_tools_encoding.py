@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from storage.codec import gunzip_chunk
 from tools._client import UsageError, chunk_plan, from_ranges, parse_size, to_ranges
 from tools.download import runs
-from tools.upload import SEGMENT, Failure, _Stream, encode, gunzip_pieces
+from tools.upload import SEGMENT, Failure, _Stream, encode, gunzip_pieces, regrid
 
 # A chunk is a sequence of pieces, each zeros, random bytes or text (compressible).
 piece = st.tuples(st.sampled_from(["zero", "random", "text"]), st.integers(1, 3 * SEGMENT // 2))
@@ -111,3 +111,14 @@ def test_sizes():
     for bad in ("", "1.5M", "-1", "4X", "M"):
         with pytest.raises(UsageError):
             parse_size(bad)
+
+
+@given(st.sets(st.integers(0, 40)), st.integers(1, 300), st.integers(1, 300), st.integers(0, 999))
+def test_regrid_keeps_only_wholly_finished_bytes(done, old, new, base):
+    end = base + 41 * old - old // 2
+    done = {i for i in done if base + i * old < end}
+    finished = {b for i in done for b in range(base + i * old, min(end, base + (i + 1) * old))}
+    got = regrid(done, base, old, new, end)
+    for c in chunk_plan(base, end, new):
+        inside = all(b in finished for b in range(c.offset, c.offset + c.length))
+        assert (c.index in got) == inside

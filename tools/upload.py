@@ -14,6 +14,7 @@ chunks are recorded in IMAGE.oh-upload, so `--resume` never sends them again.
 from __future__ import annotations
 
 import argparse
+import bisect
 import hashlib
 import os
 import shlex
@@ -30,7 +31,7 @@ if __package__ in (None, ""):  # run as tools/upload.py from a checkout
 from tools._client import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ApiError, Chunk, Client,
                            Endpoint, Failure, Progress, StateFile, Transfer, TransportError, UsageError,
                            chunk_plan, command_name, describe, drive_info, from_ranges, is_zero,
-                           read_range, size_arg, terminate_as_interrupt, warn, with_retries)
+                           read_range, size_arg, terminate_as_interrupt, to_ranges, warn, with_retries)
 
 PROG = "openhosting-upload"
 DEFAULT_CHUNK = 5242880
@@ -41,6 +42,7 @@ GZIP_LEVEL = 1
 READ_SIZE = 1 << 20
 PIECE = 4 << 20
 GZIP_MAGIC = b"\x1f\x8b"
+BLOCK = 4096
 
 
 # ---- the image ------------------------------------------------------------------------------------
@@ -254,6 +256,18 @@ def find_drive(client: Client, name: str, size: int) -> str | None:
     return mine[0]["drive"] if mine else None
 
 
+def regrid(done: set[int], base: int, old: int, new: int, end: int) -> set[int]:
+    """The chunks of a grid of `new`-byte chunks that lie wholly inside finished `old`-byte chunks."""
+    spans = [(base + a * old, min(end, base + b * old)) for a, b in to_ranges(done)]
+    starts = [s for s, _ in spans]
+    out = set()
+    for c in chunk_plan(base, end, new):
+        i = bisect.bisect_right(starts, c.offset) - 1
+        if i >= 0 and c.offset + c.length <= spans[i][1]:
+            out.add(c.index)
+    return out
+
+
 class Uploader:
     def __init__(self, args, client: Client, image: Image):
         self.args = args
@@ -279,8 +293,12 @@ class Uploader:
         if args.resume and usable:
             image.size = int(saved["size"])
             info = drive_info(self.client, saved["drive"])
-            plan = Plan(saved["drive"], int(info["size"]), int(saved["chunk"]), int(saved["base"]),
-                        bool(saved["created"]), False, from_ranges(saved.get("done", [])))
+            chunk, base = int(saved["chunk"]), int(saved["base"])
+            done = from_ranges(saved.get("done", []))
+            if args.chunk_given and args.chunk != chunk:  # e.g. after a 413: same bytes, new grid
+                done = regrid(done, base, chunk, args.chunk, image.size)
+                chunk = args.chunk
+            plan = Plan(saved["drive"], int(info["size"]), chunk, base, bool(saved["created"]), False, done)
             self.say(f"Resuming upload to drive {plan.drive} from {self.state_path.name}")
             return plan
         if image.gz:
@@ -386,7 +404,7 @@ class Uploader:
         if error is not None:
             warn(describe(error))
             if isinstance(error, ApiError) and error.status == 413:
-                warn("the server takes smaller chunks: resume with a smaller -c")
+                warn("the server takes smaller chunks: the command below resumes with a smaller -c")
         else:
             warn("interrupted")
         left = [c for c in self.chunks if c.index not in self.state.done]
@@ -398,8 +416,13 @@ class Uploader:
     def resume_command(self, low: int) -> str:
         a = self.args
         words = [command_name(PROG), "--resume", "-d", self.drive, "-o", str(low)]
-        if self.plan_.chunk != DEFAULT_CHUNK:
-            words += ["-c", str(self.plan_.chunk)]
+        chunk = self.plan_.chunk
+        error = self.transfer.error
+        if isinstance(error, ApiError) and error.status == 413:  # the server takes smaller bodies
+            chunk = DEFAULT_CHUNK if chunk > DEFAULT_CHUNK else max(BLOCK, chunk // 2 // BLOCK * BLOCK)
+            words += ["-c", str(chunk)]  # explicit: it overrides the chunk size in the state file
+        elif chunk != DEFAULT_CHUNK:
+            words += ["-c", str(chunk)]
         if a.jobs != DEFAULT_JOBS:
             words += ["-j", str(a.jobs)]
         if self.image.gz:
@@ -454,7 +477,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Upload a drive image to the cloud API at $OHURI ($OHAUTH=<user uuid>:<secret key>).",
         epilog=f"Finished chunks are recorded in IMAGE{STATE_SUFFIX} until the upload completes.",
     )
-    parser.add_argument("-c", dest="chunk", type=size_arg, default=DEFAULT_CHUNK, metavar="CHUNK",
+    parser.add_argument("-c", dest="chunk", type=size_arg, default=None, metavar="CHUNK",
                         help=f"chunk size in bytes, k/M suffixes allowed (default {DEFAULT_CHUNK})")
     parser.add_argument("-d", dest="drive", metavar="DRIVE", help="write into this existing drive")
     parser.add_argument("-n", dest="name", metavar="NAME", help="name of the new drive (default: IMAGE's name)")
@@ -473,6 +496,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="first pause between retries, doubled each time (default 1)")
     parser.add_argument("image", metavar="IMAGE")
     args = parser.parse_args(argv)
+    args.chunk_given = args.chunk is not None
+    args.chunk = DEFAULT_CHUNK if args.chunk is None else args.chunk
     if args.chunk < 1:
         parser.error("-c must be at least 1 byte")
     if args.jobs < 1:
