@@ -422,11 +422,13 @@ def warn(message: str) -> None:
 
 def command_name(name: str) -> str:
     """How to type this tool again: its bare name when that is what PATH finds, else its path."""
-    argv0 = sys.argv[0] if sys.argv else name
-    found = shutil.which(name)
-    if found and os.path.exists(argv0) and os.path.samefile(found, argv0):
+    argv0 = sys.argv[0] if sys.argv else ""
+    if not argv0 or not os.path.exists(argv0):
         return name
-    return shlex.quote(argv0) if os.path.basename(argv0) == name else name
+    found = shutil.which(name)
+    if found and os.path.samefile(found, argv0):
+        return name
+    return shlex.quote(argv0 if os.sep in argv0 else f".{os.sep}{argv0}")
 
 
 class Progress:

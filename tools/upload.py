@@ -344,8 +344,6 @@ class Uploader:
         todo = [c for c in chunks if c.index not in plan.done]
         if plan.done:
             self.say(f"{len(chunks) - len(todo)} of {len(chunks)} chunks were uploaded before")
-        self.sent = 0
-        self.sent_lock = threading.Lock()
         self.progress = Progress(f"Uploading {len(todo)} chunks of {plan.chunk} bytes: ",
                                  sum(c.length for c in todo))
         self.transfer.run(self._work(todo), self._send)
@@ -393,8 +391,6 @@ class Uploader:
         body, headers = encode(data)
         path = f"/drives/{self.drive}/write/{chunk.offset}"
         self._retry(lambda: self.client.call("POST", path, body, headers), f"writing {where}")
-        with self.sent_lock:
-            self.sent += 1
         self._finished(chunk)
 
     def _give_up(self) -> int:
