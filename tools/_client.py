@@ -191,6 +191,8 @@ class Client:
         if conn is not None:
             conn.close()
             self._local.conn = None
+            with self._lock:
+                self._all.remove(conn)
 
     def close(self) -> None:
         with self._lock:
