@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -75,6 +76,17 @@ class SandboxRunner:
                 log.exception("closing a warm pool")
 
     def run(self, job) -> None:
+        """Run one sandbox job; whatever happens, the sandbox ends `terminated` (never stuck running)."""
+        try:
+            self._run(job)
+        except Exception:
+            log.exception("sandbox %s failed inside the agent", job.target)
+            self.sandboxes.finish(job.target, return_code=None,
+                                  output=b"openhosting: the sandbox could not be run (internal error)\n",
+                                  timed_out=False, truncated=False, killed=False)
+            self.queue.finish(job.id, error="internal error")
+
+    def _run(self, job) -> None:
         with self.db.session() as s:
             box = s.get(Sandbox, job.target)
             state = None if box is None else (box.status, box.killed, box.image, box.cmd, box.timeout)
