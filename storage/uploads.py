@@ -13,7 +13,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9._+\- ]{1,128}$")
 
 def check_name(name: str) -> str:
     """A plain file name: no directories, no dot-dot, no control characters."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = name
     if not _SAFE_NAME.match(base) or base in (".", ".."):
         raise BadData(reason=f"bad file name {name[:64]!r}: use letters, digits, '.', '_', '-', '+', ' '")
     return base

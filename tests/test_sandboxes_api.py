@@ -116,8 +116,10 @@ def test_no_network_interface(api):
 def test_timeout_kills_an_infinite_loop(site, api):
     box = run(api, ["while :; do :; done"], timeout=2)
     assert box["timed_out"] is True and box["return_code"] == 137
-    time.sleep(2)
-    assert len(sandbox_domains(site)) <= 2  # only the warm pool is left
+    deadline = time.monotonic() + 60
+    while len(sandbox_domains(site)) > 2:  # only the warm pool is left once it has refilled
+        assert time.monotonic() < deadline, sandbox_domains(site)
+        time.sleep(0.5)
 
 
 def test_output_flood_is_capped(api):
@@ -159,7 +161,7 @@ def test_delete_kills_a_running_sandbox(api):
 def test_bad_requests(site, api):
     def error(r, status):
         assert r.status == status, r.text
-        assert "error" in r.json()
+        assert r.json()["message"]
 
     error(post(api, ["true"], image="nope"), 400)
     error(post(api, "[not json", raw_cmd=True), 400)
@@ -187,7 +189,7 @@ def test_users_are_isolated(site, api):
 def test_concurrency_limit_per_user(api):
     ids = [post(api, ["sleep 30"]).json() for _ in range(6)]
     r = post(api, ["true"])
-    assert r.status == 429 and "limit" in r.json()["error"]
+    assert r.status == 429 and "limit" in r.json()["message"]
     for sid in ids:
         api.request("DELETE", f"/api/sandboxes/{sid}")
     for sid in ids:
@@ -201,5 +203,8 @@ def test_agent_restart_mid_run(site, api):
     site.start_agent()
     box = wait_terminated(api, sid, timeout=180)
     assert box["logs"] == "finished\n" and box["return_code"] == 0
-    time.sleep(1)
-    assert len(sandbox_domains(site)) <= 2
+    # no orphan: once the pool has settled only its own VMs remain
+    deadline = time.monotonic() + 60
+    while len(sandbox_domains(site)) > 2:
+        assert time.monotonic() < deadline, sandbox_domains(site)
+        time.sleep(0.5)
