@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from ..jobs import JobQueue
-from ..models import Image, Sandbox
+from ..models import Image, Sandbox, utcnow
 from .sandboxes import Sandboxes, shell_line
 
 log = logging.getLogger("openhosting.sandboxes")
@@ -105,6 +105,10 @@ class SandboxRunner:
                                   timed_out=False, truncated=False, killed=False)
             self.queue.finish(job.id)
             return
+        with self.db.session() as s:
+            box = s.get(Sandbox, job.target)
+            box.started_at = utcnow()
+            queued_for = (box.started_at - _aware(box.created_at)).total_seconds()
         cancel, done = threading.Event(), threading.Event()
         watcher = threading.Thread(target=self._watch, args=(job.id, job.target, cancel, done), daemon=True)
         watcher.start()
@@ -113,6 +117,8 @@ class SandboxRunner:
                               timeout=timeout, output_cap=self.settings.sandbox_output_cap, cancel=cancel)
         finally:
             done.set()
+        log.info("sandbox %s: queued %.3f s, waited for a VM %.3f s, ran %.3f s", job.target, queued_for,
+                 getattr(result, "wait_seconds", 0.0) or 0.0, result.seconds)
         code = KILLED_CODE if (result.timed_out or result.killed) and result.exit_code is None else result.exit_code
         self.sandboxes.finish(job.target, return_code=code, output=result.output, timed_out=result.timed_out,
                               truncated=result.truncated, killed=result.killed)
@@ -129,3 +135,9 @@ class SandboxRunner:
                 cancel.set()
             if ticks % 25 == 0:
                 self.queue.progress(job_id, 0)
+
+
+def _aware(when):
+    import datetime as dt
+
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
