@@ -1,0 +1,1053 @@
+"""Sandboxes on libvirt: a warm pool of restored-and-paused VMs per image, and code runs in them.
+
+The shape (docs/sandboxes.md has the measurements and the reasons):
+
+    image ──boot once, warm up──► template VM ──suspend, migrate to a file──► template state
+                                                   + frozen template overlay (template.qcow2)
+    template state ──createXML(-incoming defer, paused) + migrate-incoming fd──► clone VM
+        (own name, uuid, genid, overlay clone.qcow2 → template.qcow2 → base raw)
+    clone ──resume, warm up, suspend──► idle (paused) in the pool
+    run(): take an idle clone ─ resume ─ write files ─ exec ─ collect ─ destroy; refill in background
+
+Clones: libvirt's own restore (`virDomainRestoreFlags`) refuses a changed name or uuid in the
+replacement XML ("Target domain uuid … does not match source"), so one saved state could only ever
+run once at a time. Each clone is therefore started by libvirt from the template's migratable XML
+with a new name, uuid, VM generation id and disk, plus ``<qemu:commandline>`` ``-incoming defer``;
+the template's state then streams in through the monitor (`getfd` + `migrate-incoming fd:`, the
+file descriptor passed with `virDomainQemuMonitorCommandWithFiles`). libvirt keeps managing the VM
+(cgroups, DAC labels, the agent channel, destroy); it marks the domain tainted (custom-argv,
+custom-monitor), which only shows in its log.
+
+Randomness and time: every clone gets its own VM generation id, so the guest kernel reseeds its CRNG
+the moment a clone first runs ("crng reseeded due to virtual machine fork"); each run also mixes
+64 bytes of host randomness into the guest's pool and sets the guest clock from the host's, since a
+paused clone's clock stopped when it was paused.
+
+Threads: `run`, `floor_run`, `cold_run`, `stats` and `close` may be called from any thread. The pool
+owns a manager thread (template, then fillers) and a reaper thread (destroys finished VMs); all
+shared state is behind one lock, and no libvirt call is made while holding it.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import queue
+import re
+import shutil
+import threading
+import time
+import uuid as uuidlib
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import libvirt
+import libvirt_qemu
+
+from storage import overlay
+
+from . import sandbox_helper
+from .connection import Accelerator
+from .defaults import console, direct_kernel, drive, new_domain, set_defaults
+from .domain import DomainType, LifecycleAction, domain_name, has_prefix, owned_by
+from .errors import (AgentCommandFailed, AgentError, AgentUnavailable, DomainNotFound, HypervisorError,
+                     InvalidConfig, InvalidState, translate)
+from .guest import Guest
+from .host import Host
+from .xmlbuilder import OPENHOSTING_NS
+
+log = logging.getLogger("openhosting.hypervisor.sandbox")
+
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+ET.register_namespace("qemu", QEMU_NS)
+
+KIND = "sandbox"
+#: Where a run's files land in the guest, and where the pool keeps its own few files.
+GUEST_WORKDIR = "/sandbox"
+GUEST_CONTROL = "/run/oh"
+GUEST_COMMAND = f"{GUEST_CONTROL}/command"
+GUEST_OUTPUT = f"{GUEST_CONTROL}/output"
+GUEST_HELPER = f"{GUEST_CONTROL}/oh-run"
+#: The largest output a run returns. Replies of the guest agent travel as one libvirt RPC string
+#: (4 MiB at most) in base64, so the cap is enforced inside the guest, well below that.
+MAX_OUTPUT_CAP = 2 * 1024**2
+#: Run by the template before its state is saved (page cache) and by every clone before it joins
+#: the pool (under TCG, QEMU's translation cache starts empty in every new process).
+DEFAULT_WARMUP = "command -v python3 >/dev/null && python3 -c 'import os, sys'; true"
+#: The environment of a run (qemu-ga replaces the whole environment). Unbuffered Python keeps
+#: stdout and stderr in the order the program wrote them, and keeps the output written before a
+#: timeout.
+RUN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+           "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
+#: QEMU's TCG translation cache (MiB); QEMU's default (1 GiB) would let one VM's cache grow past
+#: any sensible memory bound.
+TB_CACHE_MIB = 128
+#: QEMU's own memory beside the guest's RAM (devices, TCG cache, libraries), for the hard limit.
+QEMU_OVERHEAD_MIB = 256
+
+# A run starts `sandbox_helper` (oh-run) in the guest. Where no C compiler was found to build it,
+# this shell wrapper does the same (slower under TCG: four more execs per run):
+# ``/bin/sh -c WRAPPER oh-run <clock> <cap+1> <seed>``; only host values travel in argv, the user's
+# command is the file GUEST_COMMAND.
+# - the clock and the seed (octal escapes for printf) come from the host;
+# - qemu-ga was made unkillable by the guest's OOM killer in the template; its children inherit
+#   that, so the run gives it up;
+# - the command runs in its own session; when it exits, whatever it left behind in its process
+#   group is killed, so a stray background job cannot hold the output pipe open;
+# - stdout and stderr share one pipe (interleaved as written); `head` caps what reaches qemu-ga
+#   and `tee` keeps a copy the host reads if the run is cut short; `cat` drains the rest so the
+#   program is never killed by SIGPIPE and its exit status stays real;
+# - the exit status leaves on fd 3 (the wrapper's stderr), which the command does not inherit.
+WRAPPER = f"""\
+date -s "@$1" >/dev/null 2>&1
+printf "$3" >/dev/urandom 2>/dev/null
+echo 0 >/proc/self/oom_score_adj 2>/dev/null
+cd {GUEST_WORKDIR} 2>/dev/null || {{ echo "rc=125" >&2; exit 125; }}
+{{
+  setsid /bin/sh {GUEST_COMMAND} </dev/null 2>&1 3>&- &
+  wait $!
+  rc=$?
+  kill -9 -$! 2>/dev/null
+  echo "rc=$rc" >&3
+}} 3>&2 | {{ head -c "$2" | tee {GUEST_OUTPUT}; cat >/dev/null; }}
+"""
+
+# Prepares the template guest once, before its state is saved.
+_TEMPLATE_SETUP = f"""\
+set -e
+rm -rf {GUEST_WORKDIR}
+mkdir -p {GUEST_WORKDIR} {GUEST_CONTROL}
+chmod 0755 {GUEST_WORKDIR}
+[ ! -e {GUEST_HELPER} ] || chmod 0755 {GUEST_HELPER}
+for p in /proc/[0-9]*; do
+  read -r comm < "$p/comm" 2>/dev/null || continue
+  [ "$comm" = qemu-ga ] && echo -1000 > "$p/oom_score_adj" 2>/dev/null || true
+done
+cd /tmp
+( eval "$1" ) >/dev/null 2>&1 || true
+sync
+"""
+
+_RC_RE = re.compile(rb"rc=(\d+)\s*$")
+_NAME_MAX = 255
+_FORMAT = 1      # bump when the template's layout or the wrapper's contract changes
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+class SandboxError(HypervisorError):
+    template = "sandbox: {reason}"
+
+
+class PoolClosed(SandboxError):
+    template = "the sandbox pool of image {image} is closed"
+
+
+class PoolTimeout(SandboxError):
+    template = "no sandbox VM of image {image} became free within {timeout} s"
+
+
+class TemplateFailed(SandboxError):
+    template = "preparing the template of image {image} failed: {reason}"
+
+
+# --- values --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SandboxImage:
+    """What a sandbox VM boots from: the image's read-only raw root file system (``base``), the
+    uncompressed kernel and boot initramfs, the kernel command line, and the guest's memory."""
+    slug: str
+    base: Path
+    kernel: Path
+    initramfs: Path
+    cmdline: str
+    memory_mib: int
+    warmup: str = DEFAULT_WARMUP
+
+
+@dataclass
+class RunResult:
+    exit_code: int | None   # 137 when timed out or killed; None when the VM or its agent was lost
+    output: bytes           # stdout and stderr interleaved as the program wrote them, capped
+    timed_out: bool
+    truncated: bool         # output hit the cap (caller appends a marker)
+    killed: bool            # cancelled through the cancel event
+    seconds: float          # the whole call, waiting for a VM included
+    wait_seconds: float = 0.0   # of which waiting for an idle VM
+    vm: str | None = None       # the libvirt name of the VM that ran it
+    error: str | None = None    # what went wrong on the host side, if anything (exit_code is None)
+
+
+@dataclass
+class _Vm:
+    name: str
+    uuid: str
+    guest: Guest
+    dom: libvirt.virDomain     # for the monitor commands Guest has no verb for
+    overlay: Path
+    prepare_seconds: float = 0.0
+    ready_at: float = 0.0
+    gone: bool = False
+
+
+@dataclass
+class _Template:
+    directory: Path
+    overlay: Path
+    state: Path
+    xml: str
+    seconds: float
+    reused: bool
+    helper: bool          # oh-run is in the guest (else runs use the shell wrapper)
+
+
+@dataclass(eq=False)
+class _Waiter:
+    event: threading.Event = field(default_factory=threading.Event)
+    vm: _Vm | None = None
+
+
+# --- small helpers -------------------------------------------------------------------------------
+
+def _monitor(dom: libvirt.virDomain, command: dict, files: list[int] | None = None):
+    """One QMP command to the VM's QEMU through libvirt (``files``: descriptors passed along, for
+    `getfd`); returns its ``return`` value."""
+    text = json.dumps(command)
+    try:
+        if files is not None:
+            reply = libvirt_qemu.qemuMonitorCommandWithFiles(dom, text, files, 0)[0]
+        else:
+            reply = libvirt_qemu.qemuMonitorCommand(dom, text, 0)
+    except libvirt.libvirtError as exc:
+        raise translate(exc, domain=dom.name(), operation=f"monitor {command.get('execute')}") from exc
+    data = json.loads(reply)
+    if "error" in data:
+        raise SandboxError(reason=f"{dom.name()}: {command.get('execute')}: {data['error'].get('desc')}")
+    return data.get("return")
+
+
+def _wait_migration(dom: libvirt.virDomain, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        status = _monitor(dom, {"execute": "query-migrate"})
+        if status.get("status") == "completed":
+            return status
+        if status.get("status") in ("failed", "cancelled"):
+            raise SandboxError(reason=f"{dom.name()}: migration {status.get('status')}: "
+                                      f"{status.get('error-desc', '')}")
+        if time.monotonic() > deadline:
+            raise SandboxError(reason=f"{dom.name()}: migration did not finish within {timeout} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+def _octal(data: bytes) -> str:
+    return "".join(f"\\{b:03o}" for b in data)
+
+
+def _qemu_rss(name: str) -> int | None:
+    """VmRSS of the domain's QEMU process in bytes (qemu:///system keeps its pid in a file)."""
+    try:
+        pid = int(Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip())
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _check_name(name: str) -> str:
+    if (not name or name in (".", "..") or "/" in name or "\0" in name
+            or len(name.encode()) > _NAME_MAX):
+        raise ValueError(f"bad sandbox file name {name!r}: use a plain file name")
+    return name
+
+
+def _file_key(path: Path) -> list:
+    st = Path(path).stat()
+    return [str(Path(path).absolute()), st.st_size, st.st_mtime_ns]
+
+
+def _remove_log(host: Host, name: str) -> None:
+    """libvirt keeps a log file per domain name forever; sandboxes come and go by the thousand."""
+    if host.connection.uri == "qemu:///system":
+        try:
+            Path(f"/var/log/libvirt/qemu/{name}.log").unlink()
+        except OSError:
+            pass
+
+
+def _sandbox_kind(guest: Guest) -> bool:
+    try:
+        owner = guest.config().owner
+    except DomainNotFound:
+        return False
+    return owner is not None and owner.kind == KIND
+
+
+# --- the pool ------------------------------------------------------------------------------------
+
+class WarmPool:
+    """Paused clones of one image's template, handed out one per run and destroyed after it.
+
+    ``work_dir`` holds the template (reused across restarts while the image, QEMU and libvirt are
+    unchanged) and the clones' overlays; QEMU must be able to traverse to it (0711).
+    ``fillers``: how many clones are prepared at once. ``warm_clones`` (default: under TCG) runs the
+    image's warm-up in each clone before it joins the pool, so that the first run does not pay for
+    QEMU translating the guest's code again.
+    """
+
+    def __init__(self, host: Host, image: SandboxImage, work_dir: Path, size: int = 2, vcpus: int = 1, *,
+                 fillers: int = 1, warm_clones: bool | None = None, boot_timeout: float = 300,
+                 helper: bool = True):
+        if size < 1 or vcpus < 1 or fillers < 1:
+            raise InvalidConfig(reason="pool size, vcpus and fillers must be at least 1")
+        self.host = host
+        self.image = image
+        self.work_dir = Path(work_dir).absolute()
+        self.size = size
+        self.vcpus = vcpus
+        self.fillers = fillers
+        self.boot_timeout = boot_timeout
+        self._warm_clones = warm_clones
+        self._use_helper = helper
+        self._helper_path: Path | None | bool = None
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._idle: collections.deque[_Vm] = collections.deque()
+        self._waiters: collections.deque[_Waiter] = collections.deque()
+        self._busy: dict[str, _Vm] = {}
+        self._preparing = 0
+        self._all: dict[str, _Vm] = {}
+        self._closed = False
+        self._started = False
+        self._template: _Template | None = None
+        self._error: str | None = None
+        self._restores: collections.deque[float] = collections.deque(maxlen=50)
+        self._threads: list[threading.Thread] = []
+        self._reap: queue.Queue = queue.Queue()
+        self._template_ready = threading.Event()
+        self._served = 0
+
+    # --- public -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Prepare the template (or find it) and fill the pool, all in background threads."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.work_dir.chmod(0o711)
+        for target, name in ((self._manage, "manager"), (self._reaper, "reaper")):
+            thread = threading.Thread(target=target, name=f"sandbox-{self.image.slug}-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """True once at least one VM is idle; False when ``timeout`` passes first or the pool closes."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._idle:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def run(self, files: dict[str, bytes], command: str, *, timeout: float, output_cap: int,
+            cancel: threading.Event | None = None, acquire_timeout: float | None = None) -> RunResult:
+        """Run ``command`` (``/bin/sh``) in a fresh VM, in a working directory holding ``files``.
+
+        Waits for an idle VM in arrival order (``acquire_timeout`` None: as long as it takes; then
+        PoolTimeout). ``timeout`` bounds the command itself, from its start; past it the VM is
+        destroyed. ``cancel`` set at any time ends the run the same way (``killed``). The output is
+        capped at ``output_cap`` bytes (at most MAX_OUTPUT_CAP). Raises ValueError for a bad file
+        name, PoolClosed, PoolTimeout; a VM lost mid-run is reported in ``RunResult.error``.
+        """
+        for name in files:
+            _check_name(name)
+        cap = max(0, min(int(output_cap), MAX_OUTPUT_CAP))
+        started = time.monotonic()
+        for attempt in range(3):
+            vm = self._acquire(acquire_timeout, cancel, started)
+            if vm is None:   # cancelled while waiting
+                seconds = time.monotonic() - started
+                return RunResult(137, b"", False, False, True, seconds, wait_seconds=seconds)
+            waited = time.monotonic() - started
+            try:
+                vm.guest.resume()
+                result = self._execute(vm, files, command, timeout=timeout, cap=cap, cancel=cancel,
+                                       helper=self._template.helper)
+            except _VmUnusable as exc:
+                log.warning("sandbox VM %s unusable before the run started (%s); taking another", vm.name, exc)
+                self._retire(vm, wait=True)
+                continue
+            except HypervisorError as exc:
+                if isinstance(exc, (DomainNotFound, InvalidState, AgentError)):
+                    log.warning("sandbox VM %s failed before the run started (%s); taking another", vm.name, exc)
+                    self._retire(vm, wait=True)
+                    continue
+                self._retire(vm, wait=True)
+                raise
+            except BaseException:
+                self._retire(vm, wait=True)
+                raise
+            # A finished program leaves nothing running: the VM can go in the background. After a
+            # timeout, a cancel or a lost agent the VM is already gone (see _execute).
+            self._retire(vm, wait=False)
+            result.seconds = time.monotonic() - started
+            result.wait_seconds = waited
+            result.vm = vm.name
+            with self._lock:
+                self._served += 1
+            return result
+        raise SandboxError(reason=f"three VMs of image {self.image.slug} failed before the run started")
+
+    def stats(self) -> dict:
+        """A snapshot: counts, template and restore times, and QEMU RSS per idle VM."""
+        with self._lock:
+            idle = [vm.name for vm in self._idle]
+            out = {
+                "image": self.image.slug, "size": self.size, "idle": len(self._idle),
+                "busy": len(self._busy), "waiting": len(self._waiters), "preparing": self._preparing,
+                "served": self._served, "closed": self._closed, "error": self._error,
+                "accelerator": str(self.host.accelerator),
+                "template_seconds": self._template.seconds if self._template else None,
+                "template_reused": self._template.reused if self._template else None,
+                "restore_seconds": (sorted(self._restores)[len(self._restores) // 2]
+                                    if self._restores else None),
+            }
+        rss = {name: _qemu_rss(name) for name in idle}
+        out["rss"] = rss
+        values = [v for v in rss.values() if v]
+        out["rss_mib_avg"] = round(sum(values) / len(values) / 1024**2, 1) if values else None
+        return out
+
+    def close(self) -> None:
+        """Destroy every VM and overlay of this pool; waiting runs get PoolClosed. Idempotent."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            waiters, self._waiters = list(self._waiters), collections.deque()
+        for w in waiters:
+            w.event.set()
+        self._reap.put(None)
+        for thread in self._threads:
+            thread.join(timeout=120)
+        with self._lock:
+            remaining = list(self._all.values())
+            self._idle.clear()
+        for vm in remaining:
+            self._destroy(vm)
+
+    def cold_run(self, files: dict[str, bytes], command: str, *, timeout: float, output_cap: int) -> RunResult:
+        """Define and boot a fresh VM from the image, wait for its agent, run, destroy: what every
+        run would cost without the pool. ``seconds`` covers all of it."""
+        for name in files:
+            _check_name(name)
+        started = time.monotonic()
+        vm_uuid = str(uuidlib.uuid4())
+        name = domain_name(self.host.installation_id, vm_uuid)
+        path = self._clones_dir() / f"{name}.qcow2"
+        overlay.create(path, self.image.base, backing_format="raw", size=overlay.virtual_size(self.image.base))
+        vm = None
+        try:
+            xml = self._domain_xml(vm_uuid, path, disk_cache="unsafe")
+            guest, dom = self._create(xml, paused=False)
+            vm = _Vm(name=name, uuid=vm_uuid, guest=guest, dom=dom, overlay=path)
+            with self._lock:
+                self._all[name] = vm
+            guest.wait_for_agent(timeout=self.boot_timeout)
+            self._exec_plain(guest, f"mkdir -p {GUEST_WORKDIR} {GUEST_CONTROL}", timeout=30)
+            # a booted image has no oh-run: the shell wrapper does the same work
+            result = self._execute(vm, files, command, timeout=timeout,
+                                   cap=max(0, min(int(output_cap), MAX_OUTPUT_CAP)), cancel=None, helper=False)
+            result.seconds = time.monotonic() - started
+            result.vm = name
+            return result
+        finally:
+            if vm is not None:
+                self._destroy(vm)
+            else:
+                overlay.remove(path)
+
+    def floor_run(self, command: str) -> float:
+        """The substrate's floor: seconds to resume an idle pooled VM and run ``command`` through
+        guest-exec (``/bin/sh -c``), nothing else (no files, clock, seed, cap or wrapper).
+        Waits for an idle VM first (not counted). Raises SandboxError when the command fails."""
+        vm = self._acquire(None, None, time.monotonic())
+        try:
+            started = time.monotonic()
+            vm.guest.resume()
+            status = self._exec_plain(vm.guest, command, timeout=60)
+            seconds = time.monotonic() - started
+        finally:
+            self._retire(vm, wait=False)
+        if status.get("exitcode") != 0:
+            raise SandboxError(reason=f"floor command exited {status.get('exitcode')}: "
+                                      f"{base64.b64decode(status.get('err-data', ''))[-300:]!r}")
+        return seconds
+
+    # --- acquiring and retiring -----------------------------------------------------------------
+    def _acquire(self, acquire_timeout: float | None, cancel: threading.Event | None,
+                 started: float) -> _Vm | None:
+        """An idle VM, taken in arrival order; None when ``cancel`` was set while waiting."""
+        with self._cond:
+            if self._closed:
+                raise PoolClosed(image=self.image.slug)
+            if self._idle and not self._waiters:
+                vm = self._idle.popleft()
+                self._busy[vm.name] = vm
+                self._cond.notify_all()      # a filler may start on the replacement
+                return vm
+            waiter = _Waiter()
+            self._waiters.append(waiter)
+            self._cond.notify_all()
+        while True:
+            if waiter.event.wait(0.05):
+                if waiter.vm is not None:
+                    return waiter.vm
+            expired = acquire_timeout is not None and time.monotonic() - started > acquire_timeout
+            cancelled = cancel is not None and cancel.is_set()
+            if expired or cancelled or self._closed:
+                with self._lock:
+                    if waiter.vm is not None:
+                        return waiter.vm
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
+                if self._closed:
+                    raise PoolClosed(image=self.image.slug)
+                if cancelled:
+                    return None
+                raise PoolTimeout(image=self.image.slug, timeout=acquire_timeout)
+
+    def _deliver(self, vm: _Vm) -> None:
+        """A freshly prepared, paused VM: to the longest-waiting run, or into the idle queue."""
+        with self._cond:
+            if not self._closed:
+                vm.ready_at = time.monotonic()
+                if self._waiters:
+                    waiter = self._waiters.popleft()
+                    waiter.vm = vm
+                    self._busy[vm.name] = vm
+                    waiter.event.set()
+                else:
+                    self._idle.append(vm)
+                self._cond.notify_all()
+                return
+        self._destroy(vm)
+
+    def _retire(self, vm: _Vm, *, wait: bool) -> None:
+        with self._cond:
+            self._busy.pop(vm.name, None)
+            self._cond.notify_all()
+        if wait:
+            self._destroy(vm)
+        else:
+            self._reap.put(vm)
+
+    def _destroy(self, vm: _Vm) -> None:
+        with self._lock:
+            if vm.gone:
+                return
+            vm.gone = True
+        try:
+            vm.guest.remove()
+        except HypervisorError as exc:
+            log.warning("could not destroy sandbox VM %s: %s", vm.name, exc)
+        try:
+            overlay.remove(vm.overlay)
+        except overlay.OverlayError as exc:
+            log.warning("could not remove overlay %s: %s", vm.overlay, exc)
+        _remove_log(self.host, vm.name)
+        with self._lock:
+            self._all.pop(vm.name, None)
+
+    def _reaper(self) -> None:
+        while True:
+            vm = self._reap.get()
+            if vm is None:
+                # close(): finish what is queued, then stop
+                while True:
+                    try:
+                        vm = self._reap.get_nowait()
+                    except queue.Empty:
+                        return
+                    if vm is not None:
+                        self._destroy(vm)
+            self._destroy(vm)
+
+    # --- the manager: template, then fillers ----------------------------------------------------
+    def _manage(self) -> None:
+        backoff = 1.0
+        while not self._closed:
+            try:
+                self._template = self._ensure_template()
+                self._error = None
+                break
+            except Exception as exc:   # keep trying: the agent may outlive a transient failure
+                self._error = f"template: {exc}"
+                log.exception("template of sandbox image %s failed", self.image.slug)
+                with self._cond:
+                    self._cond.wait(backoff)
+                backoff = min(backoff * 2, 60)
+        if self._closed:
+            return
+        self._template_ready.set()
+        fillers = [threading.Thread(target=self._fill, name=f"sandbox-{self.image.slug}-fill{i}", daemon=True)
+                   for i in range(self.fillers)]
+        for thread in fillers:
+            thread.start()
+        for thread in fillers:
+            thread.join()
+
+    def _fill(self) -> None:
+        failures = 0
+        while True:
+            with self._cond:
+                while not self._closed and len(self._idle) + self._preparing >= self.size:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                self._preparing += 1
+            try:
+                vm = self._prepare_clone()
+                failures = 0
+                self._error = None
+            except Exception as exc:
+                failures += 1
+                self._error = f"clone: {exc}"
+                log.exception("preparing a sandbox VM of image %s failed (%d in a row)", self.image.slug, failures)
+                if failures == 3 and self._template is not None:
+                    self._rebuild_template()
+                with self._cond:
+                    self._preparing -= 1
+                    self._cond.wait(min(30.0, 0.5 * 2 ** failures))
+                continue
+            with self._cond:
+                self._preparing -= 1
+            self._deliver(vm)
+
+    def _rebuild_template(self) -> None:
+        log.warning("sandbox template of image %s looks broken; preparing it again", self.image.slug)
+        with self._template_lock():
+            shutil.rmtree(self._template.directory, ignore_errors=True)
+        try:
+            self._template = self._ensure_template()
+        except Exception as exc:
+            self._error = f"template: {exc}"
+            log.exception("template of sandbox image %s failed again", self.image.slug)
+
+    # --- files ----------------------------------------------------------------------------------
+    def _clones_dir(self) -> Path:
+        path = self.work_dir / "vms"
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o711)
+        return path
+
+    def _template_lock(self):
+        return _FileLock(self.work_dir / f".template-{self.image.slug}.lock")
+
+    def _template_key(self) -> str:
+        conn = self.host.connection.get()
+        facts = {
+            "format": _FORMAT, "slug": self.image.slug, "base": _file_key(self.image.base),
+            "kernel": _file_key(self.image.kernel), "initramfs": _file_key(self.image.initramfs),
+            "cmdline": self.image.cmdline, "memory": self.image.memory_mib, "vcpus": self.vcpus,
+            "warmup": self.image.warmup, "type": str(self.host.accelerator.domain_type),
+            "qemu": conn.getVersion(), "libvirt": conn.getLibVersion(),
+            "setup": _TEMPLATE_SETUP, "wrapper": WRAPPER, "tb": TB_CACHE_MIB, "overhead": QEMU_OVERHEAD_MIB,
+            "helper": sandbox_helper.DIGEST if self._helper() else None,
+        }
+        return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
+    # --- XML --------------------------------------------------------------------------------------
+    def _domain_xml(self, vm_uuid: str, disk: Path, *, console_log: Path | None = None,
+                    disk_cache: str | None = None) -> str:
+        """A sandbox domain booting the image: no NIC, virtio disk/rng/agent channel, direct kernel
+        boot, memory bounded, kind=sandbox. Built by DomainConfig; what it cannot express yet
+        (genid, memtune, TCG cache size, no USB) is added to the tree."""
+        cfg = new_domain(self.host.installation_id, vm_uuid, memory_mib=self.image.memory_mib, vcpus=self.vcpus,
+                         title=f"sandbox {self.image.slug}", kind=KIND)
+        cfg.os = direct_kernel(str(self.image.kernel), str(self.image.initramfs), self.image.cmdline)
+        cfg.disks = [drive("block:0", str(disk), format="qcow2")]
+        cfg.serials = [console(str(console_log) if console_log else None)]
+        cfg.memballoon = "none"
+        cfg.on_reboot = LifecycleAction.DESTROY     # a guest that reboots is finished
+        set_defaults(cfg, self.host.accelerator.domain_type)
+        if cfg.interfaces:
+            raise InvalidConfig(reason="sandbox VMs have no network device")
+        root = ET.fromstring(cfg.to_xml())
+        ET.SubElement(root, "genid")
+        if cfg.type == DomainType.QEMU:
+            features = root.find("features")
+            tcg = ET.SubElement(features, "tcg")
+            ET.SubElement(tcg, "tb-cache", unit="MiB").text = str(TB_CACHE_MIB)
+        devices = root.find("devices")
+        devices.append(ET.Element("controller", type="usb", model="none"))
+        if disk_cache:
+            root.find("devices/disk/driver").set("cache", disk_cache)
+        return ET.tostring(root, encoding="unicode")
+
+    def _clone_xml(self, template: _Template, vm_uuid: str, disk: Path) -> str:
+        """The template's migratable XML as a new domain waiting for an incoming state: same devices
+        at the same addresses, new identity and disk."""
+        root = ET.fromstring(template.xml)
+        name = domain_name(self.host.installation_id, vm_uuid)
+        root.find("name").text = name
+        root.find("uuid").text = vm_uuid
+        root.find("genid").text = str(uuidlib.uuid4())
+        owner = root.find("metadata/{%s}owner" % OPENHOSTING_NS)
+        owner.find("{%s}installation" % OPENHOSTING_NS).text = self.host.installation_id
+        owner.find("{%s}server" % OPENHOSTING_NS).text = vm_uuid
+        disk_el = root.find("devices/disk")
+        disk_el.find("source").set("file", str(disk))
+        for backing in disk_el.findall("backingStore"):
+            disk_el.remove(backing)
+        disk_el.find("driver").set("cache", "unsafe")   # throw-away disk: never wait for a flush
+        for memtune in root.findall("memtune"):    # the live limit is set after the start (_create)
+            root.remove(memtune)
+        for element in root.findall("devices/serial") + root.findall("devices/console"):
+            for log_el in element.findall("log"):
+                element.remove(log_el)
+        commandline = ET.SubElement(root, f"{{{QEMU_NS}}}commandline")
+        for value in ("-incoming", "defer"):
+            ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", value=value)
+        return ET.tostring(root, encoding="unicode")
+
+    def _create(self, xml: str, *, paused: bool) -> tuple[Guest, libvirt.virDomain]:
+        """A transient domain from ``xml`` (Host.create_transient takes a DomainConfig, which has no
+        ``<qemu:commandline>``), after the same ownership check."""
+        if not owned_by(xml, self.host.installation_id):
+            raise InvalidConfig(reason="sandbox XML without this installation's owner")
+        conn = self.host.connection.get()
+        try:
+            dom = conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
+        except libvirt.libvirtError as exc:
+            raise translate(exc, operation="create sandbox VM") from exc
+        guest = Guest(dom, connection=self.host.connection)
+        try:
+            # <memtune> in the XML would make libvirt raise QEMU's RLIMIT_MEMLOCK to the same
+            # value, which fails without CAP_SYS_RESOURCE (containers); the live cgroup limit
+            # does not.
+            dom.setMemoryParameters({"hard_limit": self._hard_limit_mib() * 1024}, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            if not paused:
+                dom.resume()
+        except libvirt.libvirtError as exc:
+            try:
+                dom.destroy()
+            except libvirt.libvirtError:
+                pass
+            raise translate(exc, domain=guest.name, operation="bound sandbox VM") from exc
+        return guest, dom
+
+    def _hard_limit_mib(self) -> int:
+        """The cgroup bound of one VM's QEMU: guest RAM plus QEMU's own memory. Past it the kernel
+        reclaims that QEMU's page cache, then kills that QEMU, never anything else."""
+        tcg = self.host.accelerator.domain_type == DomainType.QEMU
+        return self.image.memory_mib + QEMU_OVERHEAD_MIB + (TB_CACHE_MIB if tcg else 0)
+
+    # --- template ---------------------------------------------------------------------------------
+    def _ensure_template(self) -> _Template:
+        key = self._template_key()
+        directory = self.work_dir / f"template-{self.image.slug}-{key[:16]}"
+        with self._template_lock():
+            meta_path = directory / "template.json"
+            if meta_path.exists():
+                try:
+                    meta = json.loads(meta_path.read_text())
+                    files = [directory / "template.qcow2", directory / "template.state"]
+                    if meta.get("key") == key and all(f.exists() for f in files):
+                        log.info("sandbox template of %s reused from %s", self.image.slug, directory)
+                        return _Template(directory, files[0], files[1], meta["xml"], meta["seconds"], True,
+                                         bool(meta.get("helper")))
+                except (OSError, ValueError, KeyError):
+                    pass
+            for stale in self.work_dir.glob(f"template-{self.image.slug}-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            return self._make_template(directory, key)
+
+    def _make_template(self, directory: Path, key: str) -> _Template:
+        started = time.monotonic()
+        directory.mkdir(parents=True)
+        directory.chmod(0o711)
+        disk = overlay.create(directory / "template.qcow2", self.image.base, backing_format="raw",
+                              size=overlay.virtual_size(self.image.base))
+        vm_uuid = str(uuidlib.uuid4())
+        xml = self._domain_xml(vm_uuid, disk, console_log=directory / "console.log")
+        guest, dom = self._create(xml, paused=False)
+        try:
+            guest.wait_for_agent(timeout=self.boot_timeout)
+            booted = time.monotonic() - started
+            helper = self._helper()
+            if helper is not None:
+                self._exec_plain(guest, f"mkdir -p {GUEST_CONTROL}", timeout=60)
+                guest.agent_file_write(GUEST_HELPER, helper.read_bytes(), timeout=30)
+            status = self._exec_plain(guest, _TEMPLATE_SETUP, args=[self.image.warmup], timeout=self.boot_timeout)
+            if status.get("exitcode") != 0:
+                raise TemplateFailed(image=self.image.slug, reason="setup exited "
+                                     f"{status.get('exitcode')}: {base64.b64decode(status.get('err-data', ''))!r}")
+            guest.suspend()
+            try:
+                migratable = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE)
+            except libvirt.libvirtError as exc:
+                raise translate(exc, domain=guest.name, operation="read migratable XML") from exc
+            state = directory / "template.state"
+            fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                # QEMU throttles migration to 32 MiB/s unless told otherwise
+                _monitor(dom, {"execute": "migrate-set-parameters", "arguments": {"max-bandwidth": 1 << 40}})
+                _monitor(dom, {"execute": "getfd", "arguments": {"fdname": "oh-template"}}, [fd])
+            finally:
+                os.close(fd)
+            _monitor(dom, {"execute": "migrate", "arguments": {"uri": "fd:oh-template"}})
+            _wait_migration(dom, timeout=300)
+        finally:
+            try:
+                guest.remove()
+            except HypervisorError as exc:
+                log.warning("could not remove template VM %s: %s", guest.name, exc)
+            _remove_log(self.host, guest.name)
+        seconds = round(time.monotonic() - started, 3)
+        meta = {"key": key, "xml": migratable, "seconds": seconds, "boot_seconds": round(booted, 3),
+                "state_bytes": state.stat().st_size, "created": time.time(), "helper": helper is not None}
+        tmp = directory / "template.json.tmp"
+        tmp.write_text(json.dumps(meta))
+        tmp.rename(directory / "template.json")
+        log.info("sandbox template of %s ready in %.1f s (boot %.1f s, state %d MiB)", self.image.slug,
+                 seconds, booted, meta["state_bytes"] >> 20)
+        return _Template(directory, disk, state, migratable, seconds, False, helper is not None)
+
+    # --- clones ---------------------------------------------------------------------------------------
+    def _prepare_clone(self) -> _Vm:
+        template = self._template
+        started = time.monotonic()
+        vm_uuid = str(uuidlib.uuid4())
+        name = domain_name(self.host.installation_id, vm_uuid)
+        path = overlay.create(self._clones_dir() / f"{name}.qcow2", template.overlay, backing_format="qcow2",
+                              size=overlay.virtual_size(self.image.base))
+        vm = None
+        try:
+            guest, dom = self._create(self._clone_xml(template, vm_uuid, path), paused=True)
+            vm = _Vm(name=name, uuid=vm_uuid, guest=guest, dom=dom, overlay=path)
+            with self._lock:
+                self._all[name] = vm
+            fd = os.open(template.state, os.O_RDONLY)
+            try:
+                _monitor(dom, {"execute": "getfd", "arguments": {"fdname": "oh-state"}}, [fd])
+            finally:
+                os.close(fd)
+            _monitor(dom, {"execute": "migrate-incoming", "arguments": {"uri": "fd:oh-state"}})
+            _wait_migration(dom, timeout=120)
+            restored = time.monotonic() - started
+            if self._warm():
+                guest.resume()
+                self._wait_agent(guest, 60)
+                result = self._execute(vm, {}, f"cd /tmp && {{ {self.image.warmup} ; }}", timeout=120,
+                                       cap=1024, cancel=None, helper=template.helper)
+                if result.exit_code is None:
+                    raise SandboxError(reason=f"warm-up of {name} failed: {result.error}")
+                guest.suspend()
+            vm.prepare_seconds = time.monotonic() - started
+            with self._lock:
+                self._restores.append(restored)
+            log.debug("sandbox VM %s ready: restored in %.3f s, warm in %.3f s", name, restored, vm.prepare_seconds)
+            return vm
+        except BaseException:
+            if vm is not None:
+                self._destroy(vm)
+            else:
+                overlay.remove(path)
+            raise
+
+    def _helper(self) -> Path | None:
+        """The host-built oh-run binary (cached in work_dir), or None: use the shell wrapper."""
+        if self._use_helper is False:
+            return None
+        if self._helper_path is None:
+            self._helper_path = sandbox_helper.build(self.work_dir / "helper") or False
+            if not self._helper_path:
+                log.warning("no C compiler for the sandbox helper; runs use the slower shell wrapper")
+        return self._helper_path or None
+
+    def _warm(self) -> bool:
+        if self._warm_clones is not None:
+            return self._warm_clones
+        return self.host.accelerator == Accelerator.TCG
+
+    @staticmethod
+    def _wait_agent(guest: Guest, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not guest.agent_ping(timeout=1):
+            if time.monotonic() > deadline:
+                raise _VmUnusable(f"{guest.name}: guest agent silent for {timeout} s")
+            time.sleep(0.005)
+
+    # --- running --------------------------------------------------------------------------------
+    def _exec_plain(self, guest: Guest, script: str, *, args: list[str] | None = None, timeout: float) -> dict:
+        """``/bin/sh -c script`` through guest-exec; the final guest-exec-status."""
+        pid = guest.agent_command({"execute": "guest-exec", "arguments": {
+            "path": "/bin/sh", "arg": ["-c", script, "oh", *(args or [])], "capture-output": True}}, 10)["pid"]
+        status = self._poll(guest, pid, time.monotonic() + timeout, None)
+        if status is None:
+            raise SandboxError(reason=f"{guest.name}: command did not finish within {timeout} s")
+        return status
+
+    @staticmethod
+    def _poll(guest: Guest, pid: int, deadline: float, cancel: threading.Event | None) -> dict | None:
+        """guest-exec-status until the process exits (its status), the deadline passes or ``cancel``
+        is set (None). Polls often at first: most runs are short, and a poll costs ~2 ms."""
+        begun = time.monotonic()
+        while True:
+            now = time.monotonic()
+            left = deadline - now
+            try:
+                status = guest.agent_command({"execute": "guest-exec-status", "arguments": {"pid": pid}},
+                                             max(1.0, min(left, 5.0)))
+            except AgentUnavailable:
+                status = {}          # busy guest (a fork bomb, say): keep trying until the deadline
+            if status.get("exited"):
+                return status
+            now = time.monotonic()
+            if now >= deadline or (cancel is not None and cancel.is_set()):
+                return None
+            elapsed = now - begun
+            pause = 0.004 if elapsed < 1 else 0.02 if elapsed < 5 else 0.1
+            pause = min(pause, max(0.0, deadline - now))
+            if cancel is not None:
+                if cancel.wait(pause):
+                    return None
+            else:
+                time.sleep(pause)
+
+    def _execute(self, vm: _Vm, files: dict[str, bytes], command: str, *, timeout: float, cap: int,
+                 cancel: threading.Event | None, helper: bool) -> RunResult:
+        """Write the files, start the program, wait, collect. The VM is running.
+
+        Failures before the program starts raise (the caller may take another VM). Once it started,
+        every outcome is a RunResult; after a timeout, a cancel or a lost agent the VM is destroyed
+        here, before returning.
+        """
+        guest = vm.guest
+        try:
+            for name, data in files.items():
+                guest.agent_file_write(f"{GUEST_WORKDIR}/{name}", bytes(data))
+            now = time.time_ns()
+            seed = os.urandom(64)
+            if helper:
+                arguments = {"path": GUEST_HELPER, "arg": [
+                    str(now // 10**9), str(now % 10**9), seed.hex(), GUEST_WORKDIR, GUEST_COMMAND, GUEST_OUTPUT,
+                    str(cap + 1)], "input-data": base64.b64encode(command.encode() + b"\n").decode()}
+            else:
+                guest.agent_file_write(GUEST_COMMAND, command.encode() + b"\n")
+                arguments = {"path": "/bin/sh", "arg": [
+                    "-c", WRAPPER, "oh-run", f"{now // 10**9}.{now % 10**9:09d}", str(cap + 1), _octal(seed)]}
+            arguments.update({"env": [f"{k}={v}" for k, v in RUN_ENV.items()], "capture-output": True})
+            pid = guest.agent_command({"execute": "guest-exec", "arguments": arguments}, 10)["pid"]
+        except AgentCommandFailed as exc:
+            raise _VmUnusable(str(exc)) from exc
+        begun = time.monotonic()
+        try:
+            status = self._poll(guest, pid, begun + timeout, cancel)
+        except AgentCommandFailed as exc:
+            # the agent forgot the process: something in the guest killed or restarted qemu-ga
+            output = self._partial_output(guest, cap)
+            self._stop(vm)
+            return RunResult(None, output[:cap], False, len(output) > cap, False, time.monotonic() - begun,
+                             error=f"lost track of the program: {exc.context.get('reason', exc)}")
+        except (DomainNotFound, InvalidState) as exc:
+            self._stop(vm)
+            return RunResult(None, b"", False, False, False, time.monotonic() - begun,
+                             error=f"the VM stopped during the run: {exc.context.get('reason', exc)}")
+        if status is None:
+            killed = cancel is not None and cancel.is_set()
+            output = self._partial_output(guest, cap)
+            self._stop(vm)
+            return RunResult(137, output[:cap], not killed, len(output) > cap, killed, time.monotonic() - begun)
+        out = base64.b64decode(status.get("out-data", ""))
+        if helper:
+            exit_code = status.get("exitcode")
+            if exit_code is None and status.get("signal") is not None:
+                exit_code = 128 + int(status["signal"])
+            error = None
+        else:
+            match = _RC_RE.search(base64.b64decode(status.get("err-data", "")))
+            exit_code = int(match.group(1)) if match else None
+            error = None if match else "no exit status from the wrapper"
+        return RunResult(exit_code, out[:cap], False, len(out) > cap, False, time.monotonic() - begun, error=error)
+
+    @staticmethod
+    def _partial_output(guest: Guest, cap: int) -> bytes:
+        """What the program wrote before it was cut short (the wrapper's copy), if the agent answers."""
+        try:
+            return guest.agent_file_read(GUEST_OUTPUT, limit=cap + 1, timeout=1)
+        except HypervisorError:
+            return b""
+
+    def _stop(self, vm: _Vm) -> None:
+        """Cut the VM's power now (its program may still be running) and forget it."""
+        with self._lock:
+            self._busy.pop(vm.name, None)
+        self._destroy(vm)
+
+
+class _VmUnusable(SandboxError):
+    """A pooled VM failed before its run started; the run takes another one."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason=reason)
+
+
+class _FileLock:
+    """An exclusive flock on a file, for work shared with other processes (the template)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+# --- cleanup -------------------------------------------------------------------------------------
+
+def purge(host: Host, work_root: Path | None = None) -> int:
+    """Remove every sandbox-kind domain of this installation, and the clone overlays it left under
+    ``work_root`` (files named after this installation's domains; templates are kept). Returns the
+    number of domains removed. Call it before starting pools (the agent does at start), so a restart
+    leaves no orphan VM; never while a pool of this installation runs."""
+    removed = 0
+    for guest in host.guests():
+        if not _sandbox_kind(guest):
+            continue
+        try:
+            guest.remove()
+            removed += 1
+        except DomainNotFound:
+            pass
+        _remove_log(host, guest.name)
+    if work_root is not None and Path(work_root).exists():
+        prefix = domain_name(host.installation_id, "")
+        for path in Path(work_root).rglob(f"{prefix}*.qcow2"):
+            if has_prefix(path.stem, host.installation_id):
+                overlay.remove(path)
+    return removed
+
+
+__all__ = ["SandboxImage", "RunResult", "WarmPool", "purge", "SandboxError", "PoolClosed", "PoolTimeout",
+           "TemplateFailed", "GUEST_WORKDIR", "MAX_OUTPUT_CAP", "KIND"]

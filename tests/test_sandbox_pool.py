@@ -1,0 +1,295 @@
+"""The sandbox substrate with real VMs (TCG here): template, clones, runs, limits, cleanup.
+
+One pool serves most tests (module fixture, lifecycle order: image → template → pool → runs).
+Its work directory lives under /var/tmp (QEMU must traverse to the overlays) and is kept between
+sessions, so the template is normally reused; delete it to measure a fresh one. Timings print as
+"TIMING name seconds" (run with -s).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import libvirt
+import pytest
+
+import hypervisor as hv
+from hypervisor.connection import Connection
+from hypervisor.sandbox import KIND, PoolTimeout, SandboxImage, WarmPool, purge
+
+from .conftest import STATE_ROOT
+
+pytestmark = pytest.mark.vm
+
+INSTALLATION = f"sbx{os.getpid()}"
+OTHER = f"sbx{os.getpid()}b"
+WORK = STATE_ROOT / "sandbox-work"
+PY = "python3 -c 'print(1+1)'"
+
+
+def timing(name: str, seconds: float) -> float:
+    print(f"TIMING {name} {seconds:.3f}")
+    return seconds
+
+
+def running_names(conn: libvirt.virConnect) -> set[str]:
+    return {d.name() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)}
+
+
+def overlays(installation: str) -> list[Path]:
+    return sorted(WORK.rglob(f"oh-{installation}-*.qcow2"))
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout} s")
+        time.sleep(0.1)
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def image() -> SandboxImage:
+    try:
+        libvirt.open("qemu:///system").close()
+    except libvirt.libvirtError as exc:
+        pytest.skip(f"no libvirtd: {exc}")
+    from storage.guest import build_image
+    STATE_ROOT.mkdir(mode=0o711, parents=True, exist_ok=True)
+    out = STATE_ROOT / "sandbox-image"
+    try:
+        built = build_image("base", out)
+    except Exception as exc:     # no debootstrap mirror or no root: nothing to boot
+        pytest.skip(f"no guest image: {exc}")
+    for path in (STATE_ROOT, out):
+        path.chmod(0o711)
+    return SandboxImage(slug="base", base=built["rootfs"], kernel=built["kernel"], initramfs=built["initramfs"],
+                        cmdline=built["cmdline"], memory_mib=built["memory"])
+
+
+@pytest.fixture(scope="module")
+def host(image):
+    host = hv.Host(INSTALLATION, Connection("qemu:///system"))
+    purge(host, WORK)
+    yield host
+    purge(host, WORK)
+    host.connection.close()
+
+
+@pytest.fixture(scope="module")
+def pool(host, image):
+    pool = WarmPool(host, image, WORK, size=2)
+    started = time.monotonic()
+    pool.start()
+    assert time.monotonic() - started < 1, "start() returns at once"
+    assert pool.wait_ready(600), pool.stats()
+    timing("pool_first_ready", time.monotonic() - started)
+    stats = pool.stats()
+    timing("template_seconds", stats["template_seconds"])
+    print("template reused:", stats["template_reused"])
+    yield pool
+    pool.close()
+    assert overlays(INSTALLATION) == []
+
+
+def run(pool: WarmPool, command: str, files: dict[str, bytes] | None = None, **kw):
+    kw.setdefault("timeout", 60)
+    kw.setdefault("output_cap", 64 * 1024)
+    started = time.monotonic()
+    result = pool.run(files or {}, command, **kw)
+    timing("run", time.monotonic() - started)
+    return result
+
+
+# --- runs --------------------------------------------------------------------------------------
+
+def test_python_prints(pool):
+    result = run(pool, PY)
+    assert (result.exit_code, result.output, result.timed_out, result.truncated, result.killed) == \
+        (0, b"2\n", False, False, False)
+    assert result.error is None and result.vm.startswith(f"oh-{INSTALLATION}-")
+
+
+def test_exit_code_is_kept(pool):
+    assert run(pool, "echo bye; exit 42").exit_code == 42
+    assert run(pool, "no-such-program").exit_code == 127
+
+
+def test_files_are_in_the_working_directory(pool):
+    code = b"import sys\nprint(open('data.txt').read().strip(), sys.argv[1])\n"
+    data = os.urandom(150_000)     # more than one guest-file-write slice
+    result = run(pool, "python3 main.py arg && ls && sha256sum blob",
+                 {"main.py": code, "data.txt": b"hello\n", "blob": data})
+    import hashlib
+    assert result.exit_code == 0, result
+    lines = result.output.decode().splitlines()
+    assert lines[0] == "hello arg"
+    assert lines[1:4] == ["blob", "data.txt", "main.py"]
+    assert lines[4].split()[0] == hashlib.sha256(data).hexdigest()
+
+
+def test_bad_file_names_are_refused(pool):
+    for name in ("../x", "a/b", "", ".", ".."):
+        with pytest.raises(ValueError):
+            pool.run({name: b""}, "true", timeout=5, output_cap=10)
+
+
+def test_stdout_and_stderr_interleave(pool):
+    result = run(pool, "echo one; echo two >&2; echo three; python3 -c 'import sys; print(4); "
+                       "print(5, file=sys.stderr); print(6)'")
+    assert result.output == b"one\ntwo\nthree\n4\n5\n6\n"
+
+
+def test_guest_has_no_network_and_fresh_clock_and_entropy(pool):
+    first = run(pool, "ls /sys/class/net; date +%s; python3 -c 'import os; print(os.urandom(16).hex())'")
+    second = run(pool, "python3 -c 'import os; print(os.urandom(16).hex())'")
+    net, clock, random1 = first.output.decode().split("\n")[:3]
+    assert net == "lo"
+    assert abs(int(clock) - time.time()) < 5, "the guest clock is set at every run"
+    assert random1 != second.output.decode().strip(), "clones of one state must not share their RNG"
+
+
+def test_timeout_destroys_the_vm(pool, host):
+    started = time.monotonic()
+    result = run(pool, "echo started; while :; do :; done", timeout=3)
+    elapsed = time.monotonic() - started
+    assert result.timed_out and result.exit_code == 137 and not result.killed
+    assert result.output == b"started\n", "what was written before the timeout is kept"
+    assert elapsed < 3 + 5
+    assert result.vm not in running_names(host.connection.get())
+
+
+def test_output_flood_is_capped(pool):
+    result = run(pool, "yes flood | head -c 20000000; echo done; exit 3", output_cap=10_000, timeout=60)
+    assert result.truncated and len(result.output) == 10_000
+    assert result.output.startswith(b"flood\nflood\n")
+    assert result.exit_code == 3, "the program ran to its end"
+    result = run(pool, "head -c 10000 /dev/zero", output_cap=10_000)
+    assert not result.truncated and len(result.output) == 10_000
+
+
+def test_memory_hog_and_fork_bomb_stay_inside(pool, host):
+    hog = run(pool, "python3 -c 'a = []\nwhile True: a.append(bytearray(8 << 20))'", timeout=60)
+    assert hog.exit_code == 137 and not hog.timed_out, hog     # the guest's OOM killer, not the host's
+    bomb = run(pool, "bomb() { bomb | bomb & }; bomb; sleep 100", timeout=5)
+    assert bomb.timed_out and bomb.exit_code == 137
+    assert bomb.vm not in running_names(host.connection.get())
+    assert run(pool, PY).output == b"2\n"
+
+
+def test_more_runs_than_vms_all_finish(pool):
+    results: list = [None] * 6
+    def client(i):
+        results[i] = pool.run({"n": str(i).encode()}, "cat n", timeout=60, output_cap=100)
+    started = time.monotonic()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(results))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    timing("six_concurrent_runs", time.monotonic() - started)
+    assert [r.output for r in results] == [str(i).encode() for i in range(len(results))]
+    assert {r.exit_code for r in results} == {0}
+    assert max(r.wait_seconds for r in results) > 0, "some had to wait for a VM"
+
+
+def test_cancel_kills_a_run(pool, host):
+    cancel = threading.Event()
+    threading.Timer(1.5, cancel.set).start()
+    started = time.monotonic()
+    result = run(pool, "echo waiting; sleep 60", cancel=cancel)
+    assert result.killed and not result.timed_out and result.exit_code == 137
+    assert time.monotonic() - started < 10
+    assert result.output == b"waiting\n"
+    assert result.vm not in running_names(host.connection.get())
+
+
+def test_acquire_timeout(pool):
+    wait_until(lambda: pool.stats()["idle"] == pool.size, 120, "pool full again")
+    # both VMs taken; a refill takes far longer than a millisecond
+    threads = [threading.Thread(target=pool.run, args=({}, "sleep 2"), kwargs={"timeout": 10, "output_cap": 10})
+               for _ in range(pool.size)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: pool.stats()["idle"] == 0, 10, "both VMs taken")
+    try:
+        with pytest.raises(PoolTimeout):
+            pool.run({}, "true", timeout=5, output_cap=10, acquire_timeout=0.001)
+    finally:
+        for t in threads:
+            t.join(60)
+    assert pool.stats()["waiting"] == 0
+
+
+def test_stats(pool):
+    wait_until(lambda: pool.stats()["idle"] == pool.size, 120, "pool full again")
+    stats = pool.stats()
+    assert stats["accelerator"] in ("tcg", "kvm")
+    assert len(stats["rss"]) == pool.size and all(v and v > 32 << 20 for v in stats["rss"].values())
+    print("RSS per pooled VM (MiB):", stats["rss_mib_avg"], "restore seconds:", stats["restore_seconds"])
+    # every pooled VM is a sandbox of this installation, with no NIC, under a memory bound
+    conn = pool.host.connection.get()
+    for name in stats["rss"]:
+        dom = conn.lookupByName(name)
+        assert pool.host.guest(name).config().owner.kind == KIND
+        assert "<interface" not in dom.XMLDesc(0)
+        assert dom.memoryParameters(0)["hard_limit"] < 2 << 20    # KiB
+
+
+def test_cold_run(pool):
+    result = pool.cold_run({"m.py": b"print(6 * 7)\n"}, "python3 m.py", timeout=60, output_cap=100)
+    timing("cold_run", result.seconds)
+    assert (result.exit_code, result.output) == (0, b"42\n")
+    assert result.vm not in running_names(pool.host.connection.get())
+    assert not (WORK / "vms" / f"{result.vm}.qcow2").exists()
+
+
+def test_floor_run(pool):
+    timing("floor_run", pool.floor_run(PY))
+
+
+# --- several pools and cleanup -----------------------------------------------------------------
+
+def test_template_is_reused_and_pools_of_two_installations_are_apart(pool, host, image):
+    other_host = hv.Host(OTHER, host.connection)
+    other = WarmPool(other_host, image, WORK, size=1)
+    try:
+        other.start()
+        assert other.wait_ready(300)
+        assert other.stats()["template_reused"] is True
+        wait_until(lambda: pool.stats()["idle"] == pool.size, 120, "first pool full again")
+        ours = set(pool.stats()["rss"])
+        theirs = set(other.stats()["rss"])
+        assert ours and theirs and not ours & theirs
+        assert all(n.startswith(f"oh-{OTHER}-") for n in theirs)
+
+        assert purge(other_host, WORK) == 1
+        live = running_names(host.connection.get())
+        assert ours <= live and not theirs & live
+        assert overlays(OTHER) == []
+        assert run(pool, PY).output == b"2\n"
+    finally:
+        other.close()
+    assert set(pool.stats()["rss"]) <= running_names(host.connection.get())
+
+
+def test_purge_removes_leftovers(pool, host, image):
+    """A pool whose process died (never closed): purge at the next start removes it all."""
+    wait_until(lambda: pool.stats()["idle"] == pool.size and not pool.stats()["preparing"], 120, "pool full")
+    leftover = WarmPool(host, image, WORK, size=1)
+    try:
+        leftover.start()
+        assert leftover.wait_ready(300)
+        name = next(iter(leftover.stats()["rss"]))
+        assert (WORK / "vms" / f"{name}.qcow2").exists()
+        assert purge(host, WORK) == 1 + pool.size
+        assert name not in running_names(host.connection.get())
+        assert overlays(INSTALLATION) == []
+        assert host.guests() == []
+    finally:
+        leftover.close()
