@@ -44,9 +44,8 @@ import threading
 import time
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import libvirt
 import libvirt_qemu
@@ -91,6 +90,9 @@ RUN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 TB_CACHE_MIB = 128
 #: QEMU's own memory beside the guest's RAM (devices, TCG cache, libraries), for the hard limit.
 QEMU_OVERHEAD_MIB = 256
+#: cgroup CPU weights: a clone being prepared in the background, and a VM serving a run.
+PREPARE_CPU_SHARES = 64
+RUN_CPU_SHARES = 1024
 
 # A run starts `sandbox_helper` (oh-run) in the guest. Where no C compiler was found to build it,
 # this shell wrapper does the same (slower under TCG: four more execs per run):
@@ -154,6 +156,11 @@ class PoolTimeout(SandboxError):
     template = "no sandbox VM of image {image} became free within {timeout} s"
 
 
+class PoolBroken(SandboxError):
+    """The template or the clones keep failing; the pool retries in the background."""
+    template = "the sandbox pool of image {image} cannot make VMs: {reason}"
+
+
 class TemplateFailed(SandboxError):
     template = "preparing the template of image {image} failed: {reason}"
 
@@ -196,6 +203,7 @@ class _Vm:
     prepare_seconds: float = 0.0
     ready_at: float = 0.0
     gone: bool = False
+    warm: bool = False         # resumed once since its restore (agent connected, code translated)
 
 
 @dataclass
@@ -302,14 +310,21 @@ class WarmPool:
 
     ``work_dir`` holds the template (reused across restarts while the image, QEMU and libvirt are
     unchanged) and the clones' overlays; QEMU must be able to traverse to it (0711).
-    ``fillers``: how many clones are prepared at once. ``warm_clones`` (default: under TCG) runs the
+    ``fillers``: how many clones are prepared at once (default: one per host CPU, at most ``size``).
+    ``warm_clones`` (default: under TCG) runs the
     image's warm-up in each clone before it joins the pool, so that the first run does not pay for
     QEMU translating the guest's code again.
     """
 
+    #: Seconds between guest-exec-status polls during a run's first second. Each poll costs the
+    #: guest a little CPU; under TCG 10 ms measured best (docs/sandboxes.md).
+    POLL = 0.01
+
     def __init__(self, host: Host, image: SandboxImage, work_dir: Path, size: int = 2, vcpus: int = 1, *,
-                 fillers: int = 1, warm_clones: bool | None = None, boot_timeout: float = 300,
+                 fillers: int | None = None, warm_clones: bool | None = None, boot_timeout: float = 300,
                  helper: bool = True):
+        if fillers is None:
+            fillers = max(1, min(size, os.cpu_count() or 1))
         if size < 1 or vcpus < 1 or fillers < 1:
             raise InvalidConfig(reason="pool size, vcpus and fillers must be at least 1")
         self.host = host
@@ -336,7 +351,9 @@ class WarmPool:
         self._restores: collections.deque[float] = collections.deque(maxlen=50)
         self._threads: list[threading.Thread] = []
         self._reap: queue.Queue = queue.Queue()
-        self._template_ready = threading.Event()
+        self._reaping = 0
+        self._rebuild_lock = threading.Lock()
+        self._broken: str | None = None
         self._served = 0
 
     # --- public -------------------------------------------------------------------------------
@@ -386,6 +403,8 @@ class WarmPool:
             waited = time.monotonic() - started
             try:
                 vm.guest.resume()
+                if not vm.warm:
+                    self._wait_agent(vm.guest, 30)
                 result = self._execute(vm, files, command, timeout=timeout, cap=cap, cancel=cancel,
                                        helper=self._template.helper)
             except _VmUnusable as exc:
@@ -420,6 +439,7 @@ class WarmPool:
             out = {
                 "image": self.image.slug, "size": self.size, "idle": len(self._idle),
                 "busy": len(self._busy), "waiting": len(self._waiters), "preparing": self._preparing,
+                "reaping": self._reaping,
                 "served": self._served, "closed": self._closed, "error": self._error,
                 "accelerator": str(self.host.accelerator),
                 "template_seconds": self._template.seconds if self._template else None,
@@ -429,6 +449,7 @@ class WarmPool:
             }
         rss = {name: _qemu_rss(name) for name in idle}
         out["rss"] = rss
+        out["rss_kib"] = {name: value // 1024 for name, value in rss.items() if value}
         values = [v for v in rss.values() if v]
         out["rss_mib_avg"] = round(sum(values) / len(values) / 1024**2, 1) if values else None
         return out
@@ -489,6 +510,8 @@ class WarmPool:
         try:
             started = time.monotonic()
             vm.guest.resume()
+            if not vm.warm:
+                self._wait_agent(vm.guest, 30)
             status = self._exec_plain(vm.guest, command, timeout=60)
             seconds = time.monotonic() - started
         finally:
@@ -502,6 +525,8 @@ class WarmPool:
     def _acquire(self, acquire_timeout: float | None, cancel: threading.Event | None,
                  started: float) -> _Vm | None:
         """An idle VM, taken in arrival order; None when ``cancel`` was set while waiting."""
+        if not self._started:
+            self.start()
         with self._cond:
             if self._closed:
                 raise PoolClosed(image=self.image.slug)
@@ -519,7 +544,8 @@ class WarmPool:
                     return waiter.vm
             expired = acquire_timeout is not None and time.monotonic() - started > acquire_timeout
             cancelled = cancel is not None and cancel.is_set()
-            if expired or cancelled or self._closed:
+            broken = self._broken
+            if expired or cancelled or broken or self._closed:
                 with self._lock:
                     if waiter.vm is not None:
                         return waiter.vm
@@ -529,6 +555,8 @@ class WarmPool:
                     raise PoolClosed(image=self.image.slug)
                 if cancelled:
                     return None
+                if broken:
+                    raise PoolBroken(image=self.image.slug, reason=broken)
                 raise PoolTimeout(image=self.image.slug, timeout=acquire_timeout)
 
     def _deliver(self, vm: _Vm) -> None:
@@ -554,6 +582,8 @@ class WarmPool:
         if wait:
             self._destroy(vm)
         else:
+            with self._lock:
+                self._reaping += 1
             self._reap.put(vm)
 
     def _destroy(self, vm: _Vm) -> None:
@@ -584,32 +614,51 @@ class WarmPool:
                     except queue.Empty:
                         return
                     if vm is not None:
-                        self._destroy(vm)
+                        self._reaped(vm)
+            self._reaped(vm)
+
+    def _reaped(self, vm: _Vm) -> None:
+        try:
             self._destroy(vm)
+        finally:
+            with self._lock:
+                self._reaping -= 1
 
     # --- the manager: template, then fillers ----------------------------------------------------
+    #: Consecutive failures after which waiting runs are told the pool is broken (the manager
+    #: keeps trying in the background; a success clears it).
+    BROKEN_AFTER = 3
+
     def _manage(self) -> None:
-        backoff = 1.0
+        backoff, failures = 1.0, 0
         while not self._closed:
             try:
                 self._template = self._ensure_template()
-                self._error = None
+                self._failed(None)
                 break
             except Exception as exc:   # keep trying: the agent may outlive a transient failure
-                self._error = f"template: {exc}"
-                log.exception("template of sandbox image %s failed", self.image.slug)
+                failures += 1
+                self._failed(f"template: {exc}", failures)
+                log.exception("template of sandbox image %s failed (%d in a row)", self.image.slug, failures)
                 with self._cond:
                     self._cond.wait(backoff)
                 backoff = min(backoff * 2, 60)
         if self._closed:
             return
-        self._template_ready.set()
         fillers = [threading.Thread(target=self._fill, name=f"sandbox-{self.image.slug}-fill{i}", daemon=True)
                    for i in range(self.fillers)]
         for thread in fillers:
             thread.start()
         for thread in fillers:
             thread.join()
+
+    def _failed(self, error: str | None, failures: int = 0) -> None:
+        """Record the last failure (None: a success); past BROKEN_AFTER in a row, waiting runs fail."""
+        with self._cond:
+            self._error = error
+            self._broken = error if error is not None and failures >= self.BROKEN_AFTER else None
+            if self._broken:
+                self._cond.notify_all()
 
     def _fill(self) -> None:
         failures = 0
@@ -620,16 +669,17 @@ class WarmPool:
                 if self._closed:
                     return
                 self._preparing += 1
+            template = self._template
             try:
-                vm = self._prepare_clone()
+                vm = self._prepare_clone(template)
                 failures = 0
-                self._error = None
+                self._failed(None)
             except Exception as exc:
                 failures += 1
-                self._error = f"clone: {exc}"
+                self._failed(f"clone: {exc}", failures)
                 log.exception("preparing a sandbox VM of image %s failed (%d in a row)", self.image.slug, failures)
-                if failures == 3 and self._template is not None:
-                    self._rebuild_template()
+                if failures % self.BROKEN_AFTER == 0:
+                    self._rebuild_template(template)
                 with self._cond:
                     self._preparing -= 1
                     self._cond.wait(min(30.0, 0.5 * 2 ** failures))
@@ -638,15 +688,19 @@ class WarmPool:
                 self._preparing -= 1
             self._deliver(vm)
 
-    def _rebuild_template(self) -> None:
-        log.warning("sandbox template of image %s looks broken; preparing it again", self.image.slug)
-        with self._template_lock():
-            shutil.rmtree(self._template.directory, ignore_errors=True)
-        try:
-            self._template = self._ensure_template()
-        except Exception as exc:
-            self._error = f"template: {exc}"
-            log.exception("template of sandbox image %s failed again", self.image.slug)
+    def _rebuild_template(self, failed: _Template) -> None:
+        """Clones of ``failed`` keep failing: make the template again (once, whichever filler asks)."""
+        with self._rebuild_lock:
+            if self._template is not failed or self._closed:
+                return
+            log.warning("sandbox template of image %s looks broken; preparing it again", self.image.slug)
+            with self._template_lock():
+                shutil.rmtree(failed.directory, ignore_errors=True)
+            try:
+                self._template = self._ensure_template()
+            except Exception as exc:
+                self._failed(f"template: {exc}", self.BROKEN_AFTER)
+                log.exception("template of sandbox image %s failed again", self.image.slug)
 
     # --- files ----------------------------------------------------------------------------------
     def _clones_dir(self) -> Path:
@@ -720,6 +774,11 @@ class WarmPool:
         for element in root.findall("devices/serial") + root.findall("devices/console"):
             for log_el in element.findall("log"):
                 element.remove(log_el)
+        for tune in root.findall("cputune"):
+            root.remove(tune)
+        # preparing a clone must not slow the runs going on: its QEMU gets a small CPU weight until
+        # it joins the pool (_prepare_clone raises it)
+        ET.SubElement(ET.SubElement(root, "cputune"), "shares").text = str(PREPARE_CPU_SHARES)
         commandline = ET.SubElement(root, f"{{{QEMU_NS}}}commandline")
         for value in ("-incoming", "defer"):
             ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", value=value)
@@ -829,8 +888,7 @@ class WarmPool:
         return _Template(directory, disk, state, migratable, seconds, False, helper is not None)
 
     # --- clones ---------------------------------------------------------------------------------------
-    def _prepare_clone(self) -> _Vm:
-        template = self._template
+    def _prepare_clone(self, template: _Template) -> _Vm:
         started = time.monotonic()
         vm_uuid = str(uuidlib.uuid4())
         name = domain_name(self.host.installation_id, vm_uuid)
@@ -850,7 +908,8 @@ class WarmPool:
             _monitor(dom, {"execute": "migrate-incoming", "arguments": {"uri": "fd:oh-state"}})
             _wait_migration(dom, timeout=120)
             restored = time.monotonic() - started
-            if self._warm():
+            # With runs waiting, a VM now beats a warmer VM later: the run pays the translation.
+            if self._warm() and not self._waiters:
                 guest.resume()
                 self._wait_agent(guest, 60)
                 result = self._execute(vm, {}, f"cd /tmp && {{ {self.image.warmup} ; }}", timeout=120,
@@ -858,6 +917,11 @@ class WarmPool:
                 if result.exit_code is None:
                     raise SandboxError(reason=f"warm-up of {name} failed: {result.error}")
                 guest.suspend()
+                vm.warm = True
+            try:
+                dom.setSchedulerParameters({"cpu_shares": RUN_CPU_SHARES})
+            except libvirt.libvirtError as exc:
+                raise translate(exc, domain=name, operation="set CPU weight") from exc
             vm.prepare_seconds = time.monotonic() - started
             with self._lock:
                 self._restores.append(restored)
@@ -898,35 +962,37 @@ class WarmPool:
         """``/bin/sh -c script`` through guest-exec; the final guest-exec-status."""
         pid = guest.agent_command({"execute": "guest-exec", "arguments": {
             "path": "/bin/sh", "arg": ["-c", script, "oh", *(args or [])], "capture-output": True}}, 10)["pid"]
-        status = self._poll(guest, pid, time.monotonic() + timeout, None)
+        status, _ = self._poll(guest, pid, time.monotonic() + timeout, None)
         if status is None:
             raise SandboxError(reason=f"{guest.name}: command did not finish within {timeout} s")
         return status
 
     @staticmethod
-    def _poll(guest: Guest, pid: int, deadline: float, cancel: threading.Event | None) -> dict | None:
+    def _poll(guest: Guest, pid: int, deadline: float, cancel: threading.Event | None) -> tuple[dict | None, bool]:
         """guest-exec-status until the process exits (its status), the deadline passes or ``cancel``
-        is set (None). Polls often at first: most runs are short, and a poll costs ~2 ms."""
+        is set (None); and whether the agent answered the last poll. Each poll costs the guest a
+        little CPU (see POLL); a guest too busy to answer (a fork bomb) costs at most a second past
+        the deadline."""
         begun = time.monotonic()
         while True:
-            now = time.monotonic()
-            left = deadline - now
+            left = deadline - time.monotonic()
             try:
                 status = guest.agent_command({"execute": "guest-exec-status", "arguments": {"pid": pid}},
-                                             max(1.0, min(left, 5.0)))
+                                             max(1.0, min(left, 2.0)))
+                answering = True
             except AgentUnavailable:
-                status = {}          # busy guest (a fork bomb, say): keep trying until the deadline
+                status, answering = {}, False     # keep trying until the deadline
             if status.get("exited"):
-                return status
+                return status, True
             now = time.monotonic()
             if now >= deadline or (cancel is not None and cancel.is_set()):
-                return None
+                return None, answering
             elapsed = now - begun
-            pause = 0.004 if elapsed < 1 else 0.02 if elapsed < 5 else 0.1
+            pause = WarmPool.POLL if elapsed < 1 else 0.02 if elapsed < 5 else 0.1
             pause = min(pause, max(0.0, deadline - now))
             if cancel is not None:
                 if cancel.wait(pause):
-                    return None
+                    return None, answering
             else:
                 time.sleep(pause)
 
@@ -958,7 +1024,7 @@ class WarmPool:
             raise _VmUnusable(str(exc)) from exc
         begun = time.monotonic()
         try:
-            status = self._poll(guest, pid, begun + timeout, cancel)
+            status, answering = self._poll(guest, pid, begun + timeout, cancel)
         except AgentCommandFailed as exc:
             # the agent forgot the process: something in the guest killed or restarted qemu-ga
             output = self._partial_output(guest, cap)
@@ -971,7 +1037,7 @@ class WarmPool:
                              error=f"the VM stopped during the run: {exc.context.get('reason', exc)}")
         if status is None:
             killed = cancel is not None and cancel.is_set()
-            output = self._partial_output(guest, cap)
+            output = self._partial_output(guest, cap) if answering else b""
             self._stop(vm)
             return RunResult(137, output[:cap], not killed, len(output) > cap, killed, time.monotonic() - begun)
         out = base64.b64decode(status.get("out-data", ""))
@@ -1049,5 +1115,5 @@ def purge(host: Host, work_root: Path | None = None) -> int:
     return removed
 
 
-__all__ = ["SandboxImage", "RunResult", "WarmPool", "purge", "SandboxError", "PoolClosed", "PoolTimeout",
+__all__ = ["SandboxImage", "RunResult", "WarmPool", "purge", "SandboxError", "PoolClosed", "PoolTimeout", "PoolBroken",
            "TemplateFailed", "GUEST_WORKDIR", "MAX_OUTPUT_CAP", "KIND"]

@@ -18,7 +18,7 @@ import pytest
 
 import hypervisor as hv
 from hypervisor.connection import Connection
-from hypervisor.sandbox import KIND, PoolTimeout, SandboxImage, WarmPool, purge
+from hypervisor.sandbox import KIND, PoolBroken, PoolTimeout, SandboxImage, WarmPool, purge
 
 from .conftest import STATE_ROOT
 
@@ -251,6 +251,19 @@ def test_cold_run(pool):
 
 def test_floor_run(pool):
     timing("floor_run", pool.floor_run(PY))
+
+
+def test_a_pool_that_cannot_make_vms_says_so(host, image, tmp_path):
+    from dataclasses import replace
+    broken = WarmPool(host, replace(image, kernel=Path("/nonexistent/vmlinux")), WORK / "broken", size=1)
+    try:
+        started = time.monotonic()
+        with pytest.raises(PoolBroken):
+            broken.run({}, "true", timeout=5, output_cap=10)
+        assert time.monotonic() - started < 30
+        assert "nonexistent" in broken.stats()["error"]
+    finally:
+        broken.close()
 
 
 # --- several pools and cleanup -----------------------------------------------------------------
