@@ -19,9 +19,10 @@ file descriptor passed with `virDomainQemuMonitorCommandWithFiles`). libvirt kee
 custom-monitor), which only shows in its log.
 
 Randomness and time: every clone gets its own VM generation id, so the guest kernel reseeds its CRNG
-the moment a clone first runs ("crng reseeded due to virtual machine fork"); each run also mixes
-64 bytes of host randomness into the guest's pool and sets the guest clock from the host's, since a
-paused clone's clock stopped when it was paused.
+the moment a clone first runs ("crng reseeded due to virtual machine fork"); each run also writes
+64 bytes of host randomness into the guest's pool, forces a reseed, and sets the guest clock from
+the host's, since a paused clone's clock stopped when it was paused. Both happen in `oh-run`
+(`sandbox_helper`), the one program a run starts in the guest.
 
 Threads: `run`, `floor_run`, `cold_run`, `stats` and `close` may be called from any thread. The pool
 owns a manager thread (template, then fillers) and a reaper thread (destroys finished VMs); all
