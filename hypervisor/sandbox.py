@@ -311,7 +311,7 @@ class WarmPool:
 
     ``work_dir`` holds the template (reused across restarts while the image, QEMU and libvirt are
     unchanged) and the clones' overlays; QEMU must be able to traverse to it (0711).
-    ``fillers``: how many clones are prepared at once (default: one per host CPU, at most ``size``).
+    ``fillers``: how many clones are prepared at once (default: two per host CPU, at most ``size``).
     ``warm_clones`` (default: under TCG) runs the
     image's warm-up in each clone before it joins the pool, so that the first run does not pay for
     QEMU translating the guest's code again.
@@ -325,7 +325,9 @@ class WarmPool:
                  fillers: int | None = None, warm_clones: bool | None = None, boot_timeout: float = 300,
                  helper: bool = True):
         if fillers is None:
-            fillers = max(1, min(size, os.cpu_count() or 1))
+            # a clone's start is partly waiting (libvirtd, QEMU's monitor): two per CPU keep the
+            # CPUs busy during a burst (measured: 4 fillers 1.93 runs/s, 2 fillers 1.69, on 2 CPUs)
+            fillers = max(1, min(size, 2 * (os.cpu_count() or 1)))
         if size < 1 or vcpus < 1 or fillers < 1:
             raise InvalidConfig(reason="pool size, vcpus and fillers must be at least 1")
         self.host = host
