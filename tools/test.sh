@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 tools/setup.sh --with-postgres
 # Build the sandbox image once up front (debootstrap is cached under /var/cache/openhosting), so the
 # tests' own installations import it in seconds.
-OPENHOSTING_STATE_DIR="$PWD/var/test-images" .venv/bin/openhosting-admin image build base >/dev/null
+export OPENHOSTING_STATE_DIR="$PWD/var/test-images"
+.venv/bin/openhosting-admin db upgrade >/dev/null
+.venv/bin/openhosting-admin image build base >/dev/null
+unset OPENHOSTING_STATE_DIR
 export OPENHOSTING_TEST_POSTGRES_URL="${OPENHOSTING_TEST_POSTGRES_URL:-postgresql+psycopg://openhosting:openhosting@127.0.0.1/openhosting_test}"
 exec .venv/bin/python -m pytest "$@"
