@@ -58,7 +58,7 @@ class Settings:
     sandbox_output_cap: int = 1024 * 1024
     sandbox_max_files: int = 32
     sandbox_max_file: int = 8 * 1024**2
-    sandbox_pool_size: int = 2
+    sandbox_pool_size: int = 4
     sandbox_user_limit: int = 8
     sandbox_max_queue: int = 64
     # Threads of the agent that run jobs (sandbox runs, imaging) at the same time.

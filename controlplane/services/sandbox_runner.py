@@ -120,7 +120,10 @@ class SandboxRunner:
         log.info("sandbox %s: queued %.3f s, waited for a VM %.3f s, ran %.3f s", job.target, queued_for,
                  getattr(result, "wait_seconds", 0.0) or 0.0, result.seconds)
         code = KILLED_CODE if (result.timed_out or result.killed) and result.exit_code is None else result.exit_code
-        self.sandboxes.finish(job.target, return_code=code, output=result.output, timed_out=result.timed_out,
+        output = result.output
+        if code is None and getattr(result, "error", None):
+            output += f"\n[openhosting: the sandbox VM was lost: {result.error}]\n".encode()
+        self.sandboxes.finish(job.target, return_code=code, output=output, timed_out=result.timed_out,
                               truncated=result.truncated, killed=result.killed)
         self.queue.finish(job.id)
 
