@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--cold", type=int, default=5)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--burst", type=int, default=40)
-    parser.add_argument("--pool", type=int, default=2)
+    parser.add_argument("--pool", type=int, default=4)
     args = parser.parse_args()
     root = Path("/var/tmp/openhosting-bench")
     root.mkdir(mode=0o711, exist_ok=True)
