@@ -63,11 +63,14 @@ def create(path: Path, backing: Path, *, backing_format: str = "raw", size: int 
         args += ["-u", str(path), str(size)]
     else:
         args += [str(path)]
-    old = os.umask(0o077)
+    # Make the file 0600 first and let qemu-img fill it: changing the umask instead would leak into
+    # every thread of the process (and into children it spawns meanwhile).
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     try:
         _qemu_img("create", path, *args)
-    finally:
-        os.umask(old)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -61,7 +61,10 @@ class SandboxRunner:
                                     initramfs=Path(image.initramfs), cmdline=image.cmdline,
                                     memory_mib=image.memory_mib)
             work = self.work_root / slug
-            work.mkdir(parents=True, exist_ok=True)
+            for directory in (self.work_root, work):
+                # QEMU (another user) must reach the overlays below: traversable, whatever the umask
+                directory.mkdir(exist_ok=True)
+                directory.chmod(0o711)
             pool = WarmPool(self.host, spec, work, size=self.settings.sandbox_pool_size)
             pool.start()
             self.pools[slug] = pool
