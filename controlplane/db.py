@@ -15,7 +15,10 @@ from .config import Settings
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, immediate: bool = True) -> Engine:
+    """An engine for `url`. For SQLite, `immediate` transactions take the write lock at BEGIN (for
+    sessions that write); read-only sessions use a second engine with plain BEGIN so that they never
+    wait for, or block, a writer (WAL readers see the last committed state)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -32,7 +35,7 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
             # Take the write lock at BEGIN so two writers queue instead of failing on upgrade.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         # pysqlite's own BEGIN handling would interfere with ours.
         @event.listens_for(engine, "connect")
@@ -52,6 +55,12 @@ class Database:
             settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(settings.database_url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if settings.database_url.startswith("sqlite"):
+            self.read_engine = make_engine(settings.database_url, immediate=False)
+            self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
+        else:
+            self.read_engine = None
+            self._read_sessions = self._sessions
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -60,8 +69,19 @@ class Database:
             with session.begin():
                 yield session
 
+    @contextlib.contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A transaction for reads only (never commits changes; see make_engine)."""
+        with self._read_sessions() as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
+
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.read_engine is not None:
+            self.read_engine.dispose()
 
 
 def alembic_config(url: str):

@@ -64,7 +64,7 @@ class Accounts:
         """Return the user's uuid or raise Unauthorized."""
         stored = None
         if is_uuid(user_id):
-            with self.db.session() as s:
+            with self.db.read_session() as s:
                 stored = s.scalar(select(User.secret_hash).where(User.uuid == user_id.lower()))
         ok = verify_secret(secret, stored or _DUMMY)
         if not (ok and stored):

@@ -93,6 +93,9 @@ class SandboxRunner:
         with self.db.session() as s:
             box = s.get(Sandbox, job.target)
             state = None if box is None else (box.status, box.killed, box.image, box.cmd, box.timeout)
+            if box is not None and box.status == "running":
+                box.started_at = utcnow()
+                queued_for = (box.started_at - _aware(box.created_at)).total_seconds()
         if state is None or state[0] != "running":
             self.queue.finish(job.id)
             return
@@ -108,10 +111,6 @@ class SandboxRunner:
                                   timed_out=False, truncated=False, killed=False)
             self.queue.finish(job.id)
             return
-        with self.db.session() as s:
-            box = s.get(Sandbox, job.target)
-            box.started_at = utcnow()
-            queued_for = (box.started_at - _aware(box.created_at)).total_seconds()
         cancel, done = threading.Event(), threading.Event()
         watcher = threading.Thread(target=self._watch, args=(job.id, job.target, cancel, done), daemon=True)
         watcher.start()
@@ -135,7 +134,7 @@ class SandboxRunner:
         ticks = 0
         while not done.wait(0.2):
             ticks += 1
-            with self.db.session() as s:
+            with self.db.read_session() as s:
                 killed = s.scalar(select(Sandbox.killed).where(Sandbox.id == sandbox_id))
             if killed:
                 cancel.set()
