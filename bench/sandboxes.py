@@ -15,7 +15,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -23,14 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support import Installation  # noqa: E402
+from bench.common import installation, percentile as pct  # noqa: E402
 
 COMMAND = "python3 -c 'print(1+1)'"
-
-
-def pct(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def multipart(fields: dict[str, str]) -> tuple[bytes, str]:
@@ -58,15 +52,9 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=40)
     parser.add_argument("--pool", type=int, default=4)
     args = parser.parse_args()
-    root = Path("/var/tmp/openhosting-bench")
-    root.mkdir(mode=0o711, exist_ok=True)
-    state = Path(tempfile.mkdtemp(dir=root))
-    state.chmod(0o711)
-    inst = Installation(state_dir=state, database_url=f"sqlite:///{state}/openhosting.db",
-                        env_extra={"OPENHOSTING_IP_POOL": "10.251.9.0/24",
-                                   "OPENHOSTING_SANDBOX_POOL_SIZE": str(args.pool),
-                                   "OPENHOSTING_SANDBOX_USER_LIMIT": "64",
-                                   "OPENHOSTING_JOB_POLL_INTERVAL": "0.2"})
+    inst = installation(OPENHOSTING_IP_POOL="10.251.9.0/24", OPENHOSTING_SANDBOX_POOL_SIZE=str(args.pool),
+                        OPENHOSTING_SANDBOX_USER_LIMIT="64", OPENHOSTING_JOB_POLL_INTERVAL="0.2")
+    state = inst.state_dir
     inst.start(("image", "build", "base"))
     try:
         api = inst.client(inst.create_user())

@@ -15,32 +15,22 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import installation, percentile  # noqa: E402
 from tests.guestkit import build_test_iso  # noqa: E402
-from tests.support import Installation  # noqa: E402
-
-
-def percentile(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=10)
     args = parser.parse_args()
-    root = Path("/var/tmp/openhosting-bench")
-    root.mkdir(mode=0o711, exist_ok=True)
-    state = Path(tempfile.mkdtemp(dir=root))
-    state.chmod(0o711)
-    inst = Installation(state_dir=state, database_url=f"sqlite:///{state}/openhosting.db",
-                        env_extra={"OPENHOSTING_IP_POOL": "10.251.7.0/24"})
+    inst = installation(OPENHOSTING_IP_POOL="10.251.7.0/24")
+    state = inst.state_dir
     inst.start()
     try:
         api = inst.client(inst.create_user())
