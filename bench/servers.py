@@ -52,15 +52,15 @@ def main() -> None:
                                      check=True).stdout
             assert api.post(f"/servers/{sid}/destroy").status == 204
         raw_samples = []
-        installation = (state / "installation-id").read_text().strip()
-        raw_id = f"{installation}raw"
+        installation_id = (state / "installation-id").read_text().strip()
+        raw_id = f"{installation_id}raw"
         for _ in range(args.count):
             new = str(uuid.uuid4())
             text = xml
             old_uuid = text.split("<uuid>")[1].split("</uuid>")[0]
             # A foreign installation id: the running agent must not reap these domains as orphans.
-            text = (text.replace(old_uuid, new).replace(f"<name>oh-{installation}-", f"<name>oh-{raw_id}-")
-                    .replace(f"installation>{installation}<", f"installation>{raw_id}<"))
+            text = (text.replace(old_uuid, new).replace(f"<name>oh-{installation_id}-", f"<name>oh-{raw_id}-")
+                    .replace(f"installation>{installation_id}<", f"installation>{raw_id}<"))
             path = state / "raw.xml"
             path.write_text(text)
             t0 = time.perf_counter()
