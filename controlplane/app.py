@@ -12,7 +12,7 @@ import falcon
 from . import formats
 from .config import Settings
 from .db import Database
-from .errors import DomainError, Unauthorized, Usage, http_status
+from .errors import DomainError, Unauthorized, http_status
 from .http import JSON, TEXT
 from .resources import drives as drive_resources
 from .resources import netresources

@@ -5,7 +5,7 @@ from __future__ import annotations
 import falcon
 
 from . import formats
-from .errors import TooLarge
+from .errors import TooLarge, Usage
 
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
@@ -28,8 +28,6 @@ def read_fields(req: falcon.Request, limit: int) -> dict[str, str]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        from .errors import Usage
-
         raise Usage("body is not UTF-8 text") from None
     if formats.is_json(req.content_type):
         return formats.decode_json(text)

@@ -11,7 +11,6 @@ import os
 import queue
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time

@@ -1,8 +1,6 @@
 """The schema is built only by Alembic; models and migrations must not drift."""
 
-import subprocess
 
-import pytest
 from sqlalchemy import create_engine, inspect
 
 from controlplane.models import Base

@@ -2,7 +2,6 @@
 
 import ipaddress
 
-import pytest
 
 
 def test_ip_lifecycle_text(alice, installation):

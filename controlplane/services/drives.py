@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid as uuidlib
-from typing import Iterator
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 
 from ..config import Settings, parse_size
 from ..db import Database
@@ -116,14 +115,8 @@ class Drives:
 
     # ---- lookups -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _visible(user: str):
-        return or_(
-            Drive.owner == user,
-            Drive.standard.is_(True),
-        )
-
-    def _get(self, s, user: str, drive_id: str, write: bool = False) -> Drive:
+    def visible(self, s, user: str, drive_id: str, write: bool = False) -> Drive:
+        """A drive the user may read (or, with `write`, change): 403 for read-only, 404 otherwise."""
         drive = s.get(Drive, drive_id.lower()) if is_uuid(drive_id) else None
         if drive is None:
             raise NotFound(what="drive")
@@ -185,7 +178,7 @@ class Drives:
 
     def info(self, user: str, drive_id: str) -> dict:
         with self.db.session() as s:
-            return self._render(s, [self._get(s, user, drive_id)])[0]
+            return self._render(s, [self.visible(s, user, drive_id)])[0]
 
     # ---- changes -------------------------------------------------------------------------------
 
@@ -220,7 +213,7 @@ class Drives:
     def set(self, user: str, drive_id: str, fields: dict[str, str]) -> dict:
         changes = validate_fields(fields, creating=False)
         with self.db.session() as s:
-            drive = self._get(s, user, drive_id, write=True)
+            drive = self.visible(s, user, drive_id, write=True)
             meta = changes.pop("meta", None)
             if meta:
                 merged = dict(drive.meta)
@@ -256,7 +249,7 @@ class Drives:
 
     def destroy(self, user: str, drive_id: str) -> None:
         with self.db.session() as s:
-            drive = self._get(s, user, drive_id, write=True)
+            drive = self.visible(s, user, drive_id, write=True)
             self._ensure_idle(s, drive, "destroyed")
             self.claims.release(s, drive.uuid)
             s.delete(drive)
@@ -267,7 +260,7 @@ class Drives:
         start = parse_bytes("offset", offset)
         length = parse_bytes("size", size)
         with self.db.session() as s:
-            drive = self._get(s, user, drive_id)
+            drive = self.visible(s, user, drive_id)
             stream = self.pool.read(drive.uuid, start, length, drive.format)
             s.execute(update(Drive).where(Drive.uuid == drive.uuid).values(
                 read_bytes=Drive.read_bytes + length, read_requests=Drive.read_requests + 1))
@@ -276,7 +269,7 @@ class Drives:
     def write(self, user: str, drive_id: str, offset: str | None, body: bytes, gzip: bool) -> None:
         start = parse_bytes("offset", offset) if offset is not None else 0
         with self.db.session() as s:
-            drive = self._get(s, user, drive_id, write=True)
+            drive = self.visible(s, user, drive_id, write=True)
             if JobQueue.active_for(s, "image", [drive.uuid]):
                 raise Busy("drive is being imaged; write after imaging finishes")
             if self.claims.running(s, drive.uuid):
@@ -291,8 +284,8 @@ class Drives:
         if mode not in IMAGE_MODES:
             raise Usage("imaging mode must be 'gzip' or 'gunzip'")
         with self.db.session() as s:
-            drive = self._get(s, user, drive_id, write=True)
-            source = self._get(s, user, source_id)
+            drive = self.visible(s, user, drive_id, write=True)
+            source = self.visible(s, user, source_id)
             if source.uuid == drive.uuid:
                 raise Usage("a drive cannot be imaged from itself")
             if JobQueue.active_for(s, "image", [drive.uuid, source.uuid]):

@@ -3,7 +3,6 @@ as a read-only standard drive of the pool, kernel and boot initramfs beside it."
 
 from __future__ import annotations
 
-import shutil
 import uuid as uuidlib
 from pathlib import Path
 
@@ -74,6 +73,3 @@ class Images:
                 if drive:
                     drive.name = f"image {slug} (superseded)"
         return self.get(slug)
-
-    def remove_work(self, slug: str) -> None:
-        shutil.rmtree(self.image_dir / slug / "tmp", ignore_errors=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from .servers import ACTIVE, Servers
+from .servers import Servers
 
 log = logging.getLogger("openhosting.reconcile")
 

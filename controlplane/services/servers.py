@@ -140,7 +140,7 @@ class Servers:
     def _check_references(self, s, user: str, config: dict[str, str]) -> None:
         """Every drive, IP and VLAN a configuration names must be the user's to use."""
         for dev, drive_id in serverconfig.devices(config).items():
-            self.drives._get(s, user, drive_id)
+            self.drives.visible(s, user, drive_id)
         for index, nic in serverconfig.nics(config).items():
             if nic.get("dhcp", "auto") != "auto":
                 self._resource(s, user, "ip", nic["dhcp"], f"nic:{index}:dhcp")
