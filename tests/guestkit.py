@@ -47,7 +47,12 @@ power_off() {
     poweroff -f
 }
 
-# An ACPI power-button press arrives as an input event on the "Power Button" device.
+# An ACPI power-button press arrives as an input event on the "Power Button" device. The button
+# driver may register it a moment after its module loads: wait for it, or a press could be lost.
+for _ in $(seq 1 50); do
+    grep -qs "^Power Button$" /sys/class/input/event*/device/name && break
+    sleep 0.1
+done
 for dev in /sys/class/input/event*; do
     [ "$(cat "$dev/device/name" 2>/dev/null)" = "Power Button" ] || continue
     ( dd if="/dev/input/${dev##*/}" of=/dev/null bs=4096 count=1 2>/dev/null && power_off acpi ) &

@@ -76,7 +76,8 @@ def download_equals(env: dict, drive: str, expected: bytes, dest: Path, *args) -
 
 
 def random_image(path: Path, size: int) -> bytes:
-    data = os.urandom(size)
+    """Random bytes with no all-zero byte, so that no chunk (even a 1-byte tail) is skipped as zeros."""
+    data = bytes(b or 1 for b in os.urandom(size))
     path.write_bytes(data)
     return data
 
