@@ -295,9 +295,19 @@ class GuestAgent:
     """A minimal QEMU guest agent client on a chardev socket (tests only; hypervisor/ goes through
     libvirt). Connect before the guest boots: the socket exists as soon as QEMU starts."""
 
-    def __init__(self, path: Path):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(str(path))
+    def __init__(self, path: Path, timeout: float = 10):
+        # QEMU creates the socket file a moment before it listens on it: retry a refused connect.
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sock = socket.socket(socket.AF_UNIX)
+            try:
+                self.sock.connect(str(path))
+                break
+            except ConnectionRefusedError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
         self.buffer = b""
         self.sync_id = int(time.time()) % 100000 * 1000
 
