@@ -40,7 +40,9 @@ import logging
 import os
 import queue
 import re
+import select
 import shutil
+import socket
 import threading
 import time
 import uuid as uuidlib
@@ -56,6 +58,7 @@ from storage import overlay
 from . import sandbox_helper
 from .connection import Accelerator
 from .defaults import console, direct_kernel, drive, new_domain, set_defaults
+from .devices.channel import Channel
 from .domain import DomainType, LifecycleAction, domain_name, has_prefix, owned_by
 from .errors import (AgentCommandFailed, AgentError, AgentUnavailable, DomainNotFound, HypervisorError,
                      InvalidConfig, InvalidState, translate)
@@ -75,6 +78,12 @@ GUEST_CONTROL = "/run/oh"
 GUEST_COMMAND = f"{GUEST_CONTROL}/command"
 GUEST_OUTPUT = f"{GUEST_CONTROL}/output"
 GUEST_HELPER = f"{GUEST_CONTROL}/oh-run"
+#: Files up to this many bytes in all go to oh-run on its stdin, beside the command (base64 in one
+#: guest-exec request, well below libvirt's 4 MiB limit for a string); larger ones are written
+#: through the guest agent first.
+INLINE_FILES = 1024**2
+#: The virtio-serial port on which oh-run rings the host when a run ends (sandbox_helper).
+DONE_CHANNEL = "org.openhosting.done"
 #: The largest output a run returns. Replies of the guest agent travel as one libvirt RPC string
 #: (4 MiB at most) in base64, so the cap is enforced inside the guest, well below that.
 MAX_OUTPUT_CAP = 2 * 1024**2
@@ -140,7 +149,7 @@ sync
 
 _RC_RE = re.compile(rb"rc=(\d+)\s*$")
 _NAME_MAX = 255
-_FORMAT = 1      # bump when the template's layout or the wrapper's contract changes
+_FORMAT = 2      # bump when the template's layout or the wrapper's contract changes
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -192,6 +201,7 @@ class RunResult:
     wait_seconds: float = 0.0   # of which waiting for an idle VM
     vm: str | None = None       # the libvirt name of the VM that ran it
     error: str | None = None    # what went wrong on the host side, if anything (exit_code is None)
+    rang: bool = False          # the end was announced by oh-run's bell (not found by polling)
 
 
 @dataclass
@@ -205,6 +215,7 @@ class _Vm:
     ready_at: float = 0.0
     gone: bool = False
     warm: bool = False         # resumed once since its restore (agent connected, code translated)
+    bell: socket.socket | None = None   # the host end of DONE_CHANNEL, when connected
 
 
 @dataclass
@@ -257,6 +268,26 @@ def _wait_migration(dom: libvirt.virDomain, timeout: float) -> dict:
             raise SandboxError(reason=f"{dom.name()}: migration did not finish within {timeout} s")
         time.sleep(delay)
         delay = min(delay * 2, 0.02)
+
+
+def _inline_files(files: dict[str, bytes]) -> dict[str, bytes]:
+    """The files that travel to oh-run on its stdin, with the command: small ones first, up to
+    INLINE_FILES bytes in all. The others are written through the guest agent beforehand (three
+    round trips per file, plus one per MiB)."""
+    chosen: dict[str, bytes] = {}
+    total = 0
+    for name, data in sorted(files.items(), key=lambda item: len(item[1])):
+        if total + len(data) > INLINE_FILES:
+            break
+        chosen[name] = data
+        total += len(data)
+    return chosen
+
+
+def _record(kind: bytes, name: str, data: bytes) -> bytes:
+    """One record of oh-run's stdin (sandbox_helper): kind, name length, data length, name, data."""
+    raw = name.encode()
+    return kind + f"{len(raw)} {len(data)}\n".encode() + raw + bytes(data)
 
 
 def _octal(data: bytes) -> str:
@@ -594,6 +625,8 @@ class WarmPool:
             if vm.gone:
                 return
             vm.gone = True
+        if vm.bell is not None:
+            vm.bell.close()
         try:
             vm.guest.remove()
         except HypervisorError as exc:
@@ -731,7 +764,7 @@ class WarmPool:
     # --- XML --------------------------------------------------------------------------------------
     def _domain_xml(self, vm_uuid: str, disk: Path, *, console_log: Path | None = None,
                     disk_cache: str | None = None) -> str:
-        """A sandbox domain booting the image: no NIC, virtio disk/rng/agent channel, direct kernel
+        """A sandbox domain booting the image: no NIC, virtio disk/rng/agent and done channels, direct kernel
         boot, memory bounded, kind=sandbox. Built by DomainConfig; what it cannot express yet
         (genid, memtune, TCG cache size, no USB) is added to the tree."""
         cfg = new_domain(self.host.installation_id, vm_uuid, memory_mib=self.image.memory_mib, vcpus=self.vcpus,
@@ -742,6 +775,8 @@ class WarmPool:
         cfg.memballoon = "none"
         cfg.on_reboot = LifecycleAction.DESTROY     # a guest that reboots is finished
         set_defaults(cfg, self.host.accelerator.domain_type)
+        # after the guest agent's port: oh-run rings the host here when a run ends
+        cfg.channels.append(Channel(type="unix", target_type="virtio", target_name=DONE_CHANNEL))
         if cfg.interfaces:
             raise InvalidConfig(reason="sandbox VMs have no network device")
         root = ET.fromstring(cfg.to_xml())
@@ -910,6 +945,7 @@ class WarmPool:
                 os.close(fd)
             _monitor(dom, {"execute": "migrate-incoming", "arguments": {"uri": "fd:oh-state"}})
             _wait_migration(dom, timeout=120)
+            vm.bell = self._connect_bell(guest)
             restored = time.monotonic() - started
             # With runs waiting, a VM now beats a warmer VM later: the run pays the translation.
             if self._warm() and not self._waiters:
@@ -953,6 +989,26 @@ class WarmPool:
         return self.host.accelerator == Accelerator.TCG
 
     @staticmethod
+    def _connect_bell(guest: Guest) -> socket.socket | None:
+        """The host end of the VM's DONE_CHANNEL (libvirt picked the socket's path), non-blocking;
+        None when there is none or it cannot be reached (runs then poll qemu-ga)."""
+        try:
+            path = next((c.source_path for c in guest.config().channels if c.target_name == DONE_CHANNEL), None)
+        except HypervisorError:
+            return None
+        if not path:
+            return None
+        bell = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            bell.connect(path)
+        except OSError as exc:
+            log.warning("%s: cannot connect to its %s port (%s); runs will poll", guest.name, DONE_CHANNEL, exc)
+            bell.close()
+            return None
+        bell.setblocking(False)
+        return bell
+
+    @staticmethod
     def _wait_agent(guest: Guest, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not guest.agent_ping(timeout=1):
@@ -965,19 +1021,43 @@ class WarmPool:
         """``/bin/sh -c script`` through guest-exec; the final guest-exec-status."""
         pid = guest.agent_command({"execute": "guest-exec", "arguments": {
             "path": "/bin/sh", "arg": ["-c", script, "oh", *(args or [])], "capture-output": True}}, 10)["pid"]
-        status, _ = self._poll(guest, pid, time.monotonic() + timeout, None)
+        status, _, _ = self._poll(guest, pid, time.monotonic() + timeout, None)
         if status is None:
             raise SandboxError(reason=f"{guest.name}: command did not finish within {timeout} s")
         return status
 
+    #: After a ring the program is ending: qemu-ga still has to reap it and close its pipes, so ask
+    #: again after these pauses (seconds) before going back to waiting for the bell.
+    RING_RETRIES = (0.0, 0.002, 0.005, 0.01, 0.02, 0.05)
+    #: With a bell, qemu-ga is still asked this often (a lost ring costs at most this much).
+    BELL_FALLBACK = 0.25
+
     @staticmethod
-    def _poll(guest: Guest, pid: int, deadline: float, cancel: threading.Event | None) -> tuple[dict | None, bool]:
+    def _poll(guest: Guest, pid: int, deadline: float, cancel: threading.Event | None,
+              bell: socket.socket | None = None) -> tuple[dict | None, bool, bool]:
         """guest-exec-status until the process exits (its status), the deadline passes or ``cancel``
-        is set (None); and whether the agent answered the last poll. Each poll costs the guest a
-        little CPU (see POLL); a guest too busy to answer (a fork bomb) costs at most a second past
-        the deadline."""
+        is set (None); whether the agent answered the last poll; whether the bell rang.
+
+        With a ``bell`` (oh-run rings DONE_CHANNEL when the run ends) qemu-ga is asked right after
+        the ring and otherwise every BELL_FALLBACK seconds. Without one it is polled: each poll costs
+        the guest a little CPU (see POLL); a guest too busy to answer (a fork bomb) costs at most a
+        second past the deadline."""
         begun = time.monotonic()
+        retries: tuple[float, ...] = ()
+        answering, ever_rang = True, False
         while True:
+            if bell is not None and not retries:
+                rang = WarmPool._wait_bell(bell, min(deadline, time.monotonic() + WarmPool.BELL_FALLBACK), cancel)
+                if rang is None:       # the port closed under us: poll from now on
+                    bell = None
+                retries = WarmPool.RING_RETRIES if rang else (0.0,)
+                ever_rang = ever_rang or bool(rang)
+            if cancel is not None and cancel.is_set():
+                return None, answering, ever_rang
+            if retries:
+                pause, retries = retries[0], retries[1:]
+                if pause and (cancel.wait(pause) if cancel is not None else time.sleep(pause)):
+                    return None, answering, ever_rang
             left = deadline - time.monotonic()
             try:
                 status = guest.agent_command({"execute": "guest-exec-status", "arguments": {"pid": pid}},
@@ -986,18 +1066,50 @@ class WarmPool:
             except AgentUnavailable:
                 status, answering = {}, False     # keep trying until the deadline
             if status.get("exited"):
-                return status, True
+                return status, True, ever_rang
             now = time.monotonic()
             if now >= deadline or (cancel is not None and cancel.is_set()):
-                return None, answering
+                return None, answering, ever_rang
+            if bell is not None:
+                continue
             elapsed = now - begun
             pause = WarmPool.POLL if elapsed < 1 else 0.02 if elapsed < 5 else 0.1
             pause = min(pause, max(0.0, deadline - now))
             if cancel is not None:
                 if cancel.wait(pause):
-                    return None, answering
+                    return None, answering, ever_rang
             else:
                 time.sleep(pause)
+
+    @staticmethod
+    def _wait_bell(bell: socket.socket, until: float, cancel: threading.Event | None) -> bool | None:
+        """True once the bell rang (what it said is drained), False at ``until`` or on ``cancel``,
+        None when the port closed (the VM is going away)."""
+        while True:
+            left = until - time.monotonic()
+            if left <= 0 or (cancel is not None and cancel.is_set()):
+                return False
+            ready, _, _ = select.select([bell], [], [], min(left, 0.05) if cancel is not None else left)
+            if not ready:
+                continue
+            rang = WarmPool._drain(bell)
+            if rang is not False:
+                return rang
+
+    @staticmethod
+    def _drain(bell: socket.socket) -> bool | None:
+        """Read what is waiting on the bell: True when something was, False when nothing, None at EOF."""
+        got = False
+        while True:
+            try:
+                data = bell.recv(4096)
+            except BlockingIOError:
+                return got
+            except OSError:
+                return None
+            if not data:
+                return None
+            got = True
 
     def _execute(self, vm: _Vm, files: dict[str, bytes], command: str, *, timeout: float, cap: int,
                  cancel: threading.Event | None, helper: bool) -> RunResult:
@@ -1009,25 +1121,32 @@ class WarmPool:
         """
         guest = vm.guest
         try:
+            inline = _inline_files(files) if helper else {}
             for name, data in files.items():
-                guest.agent_file_write(f"{GUEST_WORKDIR}/{name}", bytes(data))
+                if name not in inline:
+                    guest.agent_file_write(f"{GUEST_WORKDIR}/{name}", bytes(data))
             now = time.time_ns()
             seed = os.urandom(64)
             if helper:
+                records = [_record(b"F", name, data) for name, data in inline.items()]
+                records.append(_record(b"C", "", command.encode() + b"\n"))
                 arguments = {"path": GUEST_HELPER, "arg": [
                     str(now // 10**9), str(now % 10**9), seed.hex(), GUEST_WORKDIR, GUEST_COMMAND, GUEST_OUTPUT,
-                    str(cap + 1)], "input-data": base64.b64encode(command.encode() + b"\n").decode()}
+                    str(cap + 1)], "input-data": base64.b64encode(b"".join(records)).decode()}
             else:
                 guest.agent_file_write(GUEST_COMMAND, command.encode() + b"\n")
                 arguments = {"path": "/bin/sh", "arg": [
                     "-c", WRAPPER, "oh-run", f"{now // 10**9}.{now % 10**9:09d}", str(cap + 1), _octal(seed)]}
             arguments.update({"env": [f"{k}={v}" for k, v in RUN_ENV.items()], "capture-output": True})
+            bell = vm.bell if helper else None
+            if bell is not None and self._drain(bell) is None:
+                bell = None
             pid = guest.agent_command({"execute": "guest-exec", "arguments": arguments}, 10)["pid"]
         except AgentCommandFailed as exc:
             raise _VmUnusable(str(exc)) from exc
         begun = time.monotonic()
         try:
-            status, answering = self._poll(guest, pid, begun + timeout, cancel)
+            status, answering, rang = self._poll(guest, pid, begun + timeout, cancel, bell)
         except AgentCommandFailed as exc:
             # the agent forgot the process: something in the guest killed or restarted qemu-ga
             output = self._partial_output(guest, cap)
@@ -1053,7 +1172,8 @@ class WarmPool:
             match = _RC_RE.search(base64.b64decode(status.get("err-data", "")))
             exit_code = int(match.group(1)) if match else None
             error = None if match else "no exit status from the wrapper"
-        return RunResult(exit_code, out[:cap], False, len(out) > cap, False, time.monotonic() - begun, error=error)
+        return RunResult(exit_code, out[:cap], False, len(out) > cap, False, time.monotonic() - begun, error=error,
+                         rang=rang)
 
     @staticmethod
     def _partial_output(guest: Guest, cap: int) -> bytes:

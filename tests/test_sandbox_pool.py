@@ -18,7 +18,8 @@ import pytest
 
 import hypervisor as hv
 from hypervisor.connection import Connection
-from hypervisor.sandbox import KIND, PoolBroken, PoolTimeout, SandboxImage, WarmPool, purge
+from hypervisor.sandbox import (DONE_CHANNEL, INLINE_FILES, KIND, PoolBroken, PoolTimeout, SandboxImage,
+                                WarmPool, purge)
 
 from .conftest import STATE_ROOT
 
@@ -123,14 +124,35 @@ def test_exit_code_is_kept(pool):
 def test_files_are_in_the_working_directory(pool):
     code = b"import sys\nprint(open('data.txt').read().strip(), sys.argv[1])\n"
     data = os.urandom(150_000)     # more than one guest-file-write slice
-    result = run(pool, "python3 main.py arg && ls && sha256sum blob",
-                 {"main.py": code, "data.txt": b"hello\n", "blob": data})
+    # small files travel with the command on oh-run's stdin; past INLINE_FILES in all, the
+    # largest go through the guest agent: both ways land byte for byte
+    big = os.urandom(INLINE_FILES - 100_000)
+    result = run(pool, "python3 main.py arg && ls && sha256sum blob big && stat -c %s empty",
+                 {"main.py": code, "data.txt": b"hello\n", "blob": data, "big": big, "empty": b""})
     import hashlib
     assert result.exit_code == 0, result
     lines = result.output.decode().splitlines()
     assert lines[0] == "hello arg"
-    assert lines[1:4] == ["blob", "data.txt", "main.py"]
-    assert lines[4].split()[0] == hashlib.sha256(data).hexdigest()
+    assert lines[1:6] == ["big", "blob", "data.txt", "empty", "main.py"]
+    assert lines[6].split()[0] == hashlib.sha256(data).hexdigest()
+    assert lines[7].split()[0] == hashlib.sha256(big).hexdigest()
+    assert lines[8] == "0"
+
+
+def test_the_end_of_a_run_is_rung_not_polled(pool):
+    result = run(pool, PY)
+    assert result.rang and result.exit_code == 0
+    # a program that rings the host itself mid-run gets no early, empty result
+    fake = ("import glob, time\n"
+            "for name in glob.glob('/sys/class/virtio-ports/*/name'):\n"
+            f"    if open(name).read().strip() == {DONE_CHANNEL!r}:\n"
+            "        port = open('/dev/' + name.split('/')[-2], 'w')\n"
+            "        port.write('done 0\\n'); port.flush(); port.close(); print('rang', flush=True)\n"
+            "time.sleep(1)\n"
+            "print('after')\n"
+            "raise SystemExit(3)\n")
+    result = run(pool, "python3 fake.py", {"fake.py": fake.encode()})
+    assert (result.exit_code, result.output) == (3, b"rang\nafter\n")
 
 
 def test_bad_file_names_are_refused(pool):
