@@ -43,6 +43,9 @@ class ServerSubstrate:
         self.console_address = console_address
         self._net_lock = threading.Lock()
         self._host_facts: tuple[int, int] | None = None
+        # domain uuid -> its owner kind ("server", "sandbox", ...): a domain's kind never changes,
+        # and reading it costs an XMLDesc, which the reconciler would pay for every sandbox VM
+        self._kinds: dict[str, str | None] = {}
 
     @staticmethod
     def mac_for(server_id: str, index: int) -> str:
@@ -175,15 +178,22 @@ class ServerSubstrate:
     def states(self) -> dict[str, ApiState]:
         """Every domain of this installation: server uuid -> API state."""
         out: dict[str, ApiState] = {}
+        kinds: dict[str, str | None] = {}
         for guest in self.host.guests():
             try:
                 # Sandboxes and other throw-away VMs of this installation are not servers.
-                owner = guest.config().owner
-                if owner is None or (owner.kind or "server") != "server":
+                if guest.uuid in self._kinds:
+                    kind = self._kinds[guest.uuid]
+                else:
+                    owner = guest.config().owner
+                    kind = None if owner is None else (owner.kind or "server")
+                kinds[guest.uuid] = kind
+                if kind != "server":
                     continue
                 out[guest.uuid] = guest.state()
             except DomainNotFound:
                 continue
+        self._kinds = kinds       # forget the domains that are gone
         return out
 
     def live(self, server_id: str) -> Live | None:
