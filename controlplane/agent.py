@@ -105,7 +105,7 @@ class Agent:
     def run(self) -> None:
         from hypervisor.connection import register_event_loop
 
-        from .agent_wakeup import listen
+        from .doorbell import listen
 
         register_event_loop()  # before the first libvirt connection of this process
         listen(self.services.settings.run_dir / "agent.sock", self.wake)

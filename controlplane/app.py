@@ -66,10 +66,14 @@ def build_services(settings: Settings) -> Services:
                                 settings.public_forward)
     from storage.uploads import UploadStore
 
-    from .agent_wakeup import notifier
+    from .doorbell import Waiters, notifier, ringer
 
+    # The same services serve the API and the agent: the API side rings the agent and waits on
+    # `waiters` (its socket is made on the first wait), the agent side rings the waiters.
+    waiters = settings.run_dir / "waiters"
     sandboxes = Sandboxes(db, settings, UploadStore(settings.state_dir / "uploads"),
-                          notify=notifier(settings.run_dir / "agent.sock"))
+                          notify=notifier(settings.run_dir / "agent.sock"), finished=ringer(waiters),
+                          waiters=Waiters(waiters))
     return Services(settings=settings, db=db, accounts=Accounts(db), pool=pool, drives=drives,
                     resources=resources, servers=Servers(db, settings, drives, resources, substrate),
                     sandboxes=sandboxes)

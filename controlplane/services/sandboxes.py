@@ -1,7 +1,8 @@
 """The sandboxes service (OpenDevelop): validate a run, queue it for the agent, report it.
 
 A sandbox is a row plus its uploaded files; the agent's SandboxRunner takes the job, runs it in a
-warm VM and writes the result back. `wait` polls the row, so the API stays stateless.
+warm VM and writes the result back. The row is the only truth: `wait` re-reads it when the agent's
+doorbell rings (`controlplane/doorbell.py`) and at least every `poll` seconds without one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from sqlalchemy import func, select, update
 
 from ..config import Settings
 from ..db import Database
+from ..doorbell import Waiters
 from ..errors import NotFound, TooMany, Usage
 from ..jobs import JobQueue
 from ..models import Image, Sandbox, utcnow
@@ -47,11 +49,19 @@ def shell_line(commands: list[str]) -> str:
 
 
 class Sandboxes:
-    def __init__(self, db: Database, settings: Settings, uploads: UploadStore, notify=None):
+    """`notify()` nudges the agent after a sandbox is queued; `finished(id)` is called (in the agent)
+    after a sandbox's result is committed; `waiters` wakes `wait` in this process when that happens.
+    All three are best effort and must not raise; `wait` polls every `poll` seconds regardless."""
+
+    def __init__(self, db: Database, settings: Settings, uploads: UploadStore, notify=None, *,
+                 finished=None, waiters: Waiters | None = None, poll: float = 0.25):
         self.db = db
         self.settings = settings
         self.uploads = uploads
         self.notify = notify or (lambda: None)
+        self.finished = finished or (lambda sandbox_id: None)
+        self.waiters = waiters or Waiters(None)
+        self.poll = poll
 
     def images(self) -> list[str]:
         with self.db.session() as s:
@@ -136,12 +146,23 @@ class Sandboxes:
             return [self.render(b) for b in boxes]
 
     def wait(self, user: str, sandbox_id: str, deadline: float) -> dict:
-        """Poll until the sandbox terminates or `deadline` (monotonic) passes; return it either way."""
-        while True:
-            info = self.info(user, sandbox_id)
-            if info["status"] == "terminated" or time.monotonic() >= deadline:
-                return info
-            time.sleep(0.01)  # a read in WAL mode costs well under a millisecond
+        """Until the sandbox terminates or `deadline` (monotonic) passes; return it either way.
+
+        Re-reads the row when the agent's ring arrives, and every `poll` seconds without one (a lost
+        ring, an agent on another host)."""
+        # Registered before the first read: a ring that comes between that read and the wait below
+        # leaves the event set instead of being lost.
+        event = self.waiters.register(sandbox_id)
+        try:
+            while True:
+                info = self.info(user, sandbox_id)
+                left = deadline - time.monotonic()
+                if info["status"] == "terminated" or left <= 0:
+                    return info
+                event.wait(min(self.poll, left))
+                event.clear()
+        finally:
+            self.waiters.unregister(sandbox_id, event)
 
     def delete(self, user: str, sandbox_id: str) -> None:
         """Kill a running sandbox (it terminates with `killed`), or forget a terminated one."""
@@ -164,6 +185,7 @@ class Sandboxes:
             s.execute(update(Sandbox).where(Sandbox.id == sandbox_id).values(
                 status="terminated", return_code=return_code, logs=logs, timed_out=timed_out,
                 truncated=truncated, killed=killed or Sandbox.killed, finished_at=utcnow()))
+        self.finished(sandbox_id)  # committed: a waiter woken now reads the result
         self.uploads.remove(sandbox_id)
 
 
