@@ -82,8 +82,12 @@ GUEST_HELPER = f"{GUEST_CONTROL}/oh-run"
 #: guest-exec request, well below libvirt's 4 MiB limit for a string); larger ones are written
 #: through the guest agent first.
 INLINE_FILES = 1024**2
-#: The virtio-serial port on which oh-run rings the host when a run ends (sandbox_helper).
-DONE_CHANNEL = "org.openhosting.done"
+#: The virtio-serial port oh-run serves runs on (sandbox_helper); in one-shot mode it only rings
+#: the host there when a run ends.
+RUN_CHANNEL = "org.openhosting.run"
+#: A served run's request must be in the guest and acknowledged within this many seconds, plus one
+#: per MiB of files; past it the VM is taken for broken and the run takes another.
+ACK_TIMEOUT = 15.0
 #: The largest output a run returns. Replies of the guest agent travel as one libvirt RPC string
 #: (4 MiB at most) in base64, so the cap is enforced inside the guest, well below that.
 MAX_OUTPUT_CAP = 2 * 1024**2
@@ -142,14 +146,24 @@ for p in /proc/[0-9]*; do
   read -r comm < "$p/comm" 2>/dev/null || continue
   [ "$comm" = qemu-ga ] && echo -1000 > "$p/oom_score_adj" 2>/dev/null || true
 done
+if [ -x {GUEST_HELPER} ]; then
+  # oh-run serves the runs on its port from now on, in every clone of this template
+  setsid env -i {" ".join(f"{k}={v}" for k, v in RUN_ENV.items())} \
+    {GUEST_HELPER} --serve {RUN_CHANNEL} {GUEST_WORKDIR} {GUEST_COMMAND} {GUEST_OUTPUT} \
+    </dev/null >/dev/null 2>&1 &
+  echo $! > {GUEST_CONTROL}/served.pid
+fi
 cd /tmp
 ( eval "$1" ) >/dev/null 2>&1 || true
 sync
+if [ -s {GUEST_CONTROL}/served.pid ] && kill -0 "$(cat {GUEST_CONTROL}/served.pid)" 2>/dev/null; then
+  echo served
+fi
 """
 
 _RC_RE = re.compile(rb"rc=(\d+)\s*$")
 _NAME_MAX = 255
-_FORMAT = 2      # bump when the template's layout or the wrapper's contract changes
+_FORMAT = 3      # bump when the template's layout or the wrapper's contract changes
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -215,7 +229,7 @@ class _Vm:
     ready_at: float = 0.0
     gone: bool = False
     warm: bool = False         # resumed once since its restore (agent connected, code translated)
-    bell: socket.socket | None = None   # the host end of DONE_CHANNEL, when connected
+    port: socket.socket | None = None   # the host end of RUN_CHANNEL, when connected
 
 
 @dataclass
@@ -227,6 +241,7 @@ class _Template:
     seconds: float
     reused: bool
     helper: bool          # oh-run is in the guest (else runs use the shell wrapper)
+    served: bool = False  # oh-run serves runs on RUN_CHANNEL (else it is started through qemu-ga)
 
 
 @dataclass(eq=False)
@@ -437,7 +452,7 @@ class WarmPool:
             waited = time.monotonic() - started
             try:
                 vm.guest.resume()
-                if not vm.warm:
+                if not vm.warm and not self._is_served(vm):
                     self._wait_agent(vm.guest, 30)
                 result = self._execute(vm, files, command, timeout=timeout, cap=cap, cancel=cancel,
                                        helper=self._template.helper)
@@ -625,8 +640,8 @@ class WarmPool:
             if vm.gone:
                 return
             vm.gone = True
-        if vm.bell is not None:
-            vm.bell.close()
+        if vm.port is not None:
+            vm.port.close()
         try:
             vm.guest.remove()
         except HypervisorError as exc:
@@ -776,7 +791,7 @@ class WarmPool:
         cfg.on_reboot = LifecycleAction.DESTROY     # a guest that reboots is finished
         set_defaults(cfg, self.host.accelerator.domain_type)
         # after the guest agent's port: oh-run rings the host here when a run ends
-        cfg.channels.append(Channel(type="unix", target_type="virtio", target_name=DONE_CHANNEL))
+        cfg.channels.append(Channel(type="unix", target_type="virtio", target_name=RUN_CHANNEL))
         if cfg.interfaces:
             raise InvalidConfig(reason="sandbox VMs have no network device")
         root = ET.fromstring(cfg.to_xml())
@@ -867,7 +882,7 @@ class WarmPool:
                     if meta.get("key") == key and all(f.exists() for f in files):
                         log.info("sandbox template of %s reused from %s", self.image.slug, directory)
                         return _Template(directory, files[0], files[1], meta["xml"], meta["seconds"], True,
-                                         bool(meta.get("helper")))
+                                         bool(meta.get("helper")), bool(meta.get("served")))
                 except (OSError, ValueError, KeyError):
                     pass
             for stale in self.work_dir.glob(f"template-{self.image.slug}-*"):
@@ -894,6 +909,10 @@ class WarmPool:
             if status.get("exitcode") != 0:
                 raise TemplateFailed(image=self.image.slug, reason="setup exited "
                                      f"{status.get('exitcode')}: {base64.b64decode(status.get('err-data', ''))!r}")
+            served = helper is not None and b"served" in base64.b64decode(status.get("out-data", ""))
+            if helper is not None and not served:
+                log.warning("oh-run did not start serving in the template of %s; runs go through the guest agent",
+                            self.image.slug)
             guest.suspend()
             try:
                 migratable = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE)
@@ -917,13 +936,14 @@ class WarmPool:
             _remove_log(self.host, guest.name)
         seconds = round(time.monotonic() - started, 3)
         meta = {"key": key, "xml": migratable, "seconds": seconds, "boot_seconds": round(booted, 3),
-                "state_bytes": state.stat().st_size, "created": time.time(), "helper": helper is not None}
+                "state_bytes": state.stat().st_size, "created": time.time(), "helper": helper is not None,
+                "served": served}
         tmp = directory / "template.json.tmp"
         tmp.write_text(json.dumps(meta))
         tmp.rename(directory / "template.json")
         log.info("sandbox template of %s ready in %.1f s (boot %.1f s, state %d MiB)", self.image.slug,
                  seconds, booted, meta["state_bytes"] >> 20)
-        return _Template(directory, disk, state, migratable, seconds, False, helper is not None)
+        return _Template(directory, disk, state, migratable, seconds, False, helper is not None, served)
 
     # --- clones ---------------------------------------------------------------------------------------
     def _prepare_clone(self, template: _Template) -> _Vm:
@@ -945,12 +965,13 @@ class WarmPool:
                 os.close(fd)
             _monitor(dom, {"execute": "migrate-incoming", "arguments": {"uri": "fd:oh-state"}})
             _wait_migration(dom, timeout=120)
-            vm.bell = self._connect_bell(guest)
+            vm.port = self._connect_port(guest)
             restored = time.monotonic() - started
             # With runs waiting, a VM now beats a warmer VM later: the run pays the translation.
             if self._warm() and not self._waiters:
                 guest.resume()
-                self._wait_agent(guest, 60)
+                if not self._is_served(vm):
+                    self._wait_agent(guest, 60)
                 result = self._execute(vm, {}, f"cd /tmp && {{ {self.image.warmup} ; }}", timeout=120,
                                        cap=1024, cancel=None, helper=template.helper)
                 if result.exit_code is None:
@@ -989,11 +1010,11 @@ class WarmPool:
         return self.host.accelerator == Accelerator.TCG
 
     @staticmethod
-    def _connect_bell(guest: Guest) -> socket.socket | None:
-        """The host end of the VM's DONE_CHANNEL (libvirt picked the socket's path), non-blocking;
+    def _connect_port(guest: Guest) -> socket.socket | None:
+        """The host end of the VM's RUN_CHANNEL (libvirt picked the socket's path), non-blocking;
         None when there is none or it cannot be reached (runs then poll qemu-ga)."""
         try:
-            path = next((c.source_path for c in guest.config().channels if c.target_name == DONE_CHANNEL), None)
+            path = next((c.source_path for c in guest.config().channels if c.target_name == RUN_CHANNEL), None)
         except HypervisorError:
             return None
         if not path:
@@ -1002,7 +1023,7 @@ class WarmPool:
         try:
             bell.connect(path)
         except OSError as exc:
-            log.warning("%s: cannot connect to its %s port (%s); runs will poll", guest.name, DONE_CHANNEL, exc)
+            log.warning("%s: cannot connect to its %s port (%s); runs will poll", guest.name, RUN_CHANNEL, exc)
             bell.close()
             return None
         bell.setblocking(False)
@@ -1038,7 +1059,7 @@ class WarmPool:
         """guest-exec-status until the process exits (its status), the deadline passes or ``cancel``
         is set (None); whether the agent answered the last poll; whether the bell rang.
 
-        With a ``bell`` (oh-run rings DONE_CHANNEL when the run ends) qemu-ga is asked right after
+        With a ``bell`` (oh-run rings RUN_CHANNEL when the run ends) qemu-ga is asked right after
         the ring and otherwise every BELL_FALLBACK seconds. Without one it is polled: each poll costs
         the guest a little CPU (see POLL); a guest too busy to answer (a fork bomb) costs at most a
         second past the deadline."""
@@ -1119,6 +1140,8 @@ class WarmPool:
         every outcome is a RunResult; after a timeout, a cancel or a lost agent the VM is destroyed
         here, before returning.
         """
+        if helper and self._is_served(vm):
+            return self._execute_served(vm, files, command, timeout=timeout, cap=cap, cancel=cancel)
         guest = vm.guest
         try:
             inline = _inline_files(files) if helper else {}
@@ -1138,7 +1161,7 @@ class WarmPool:
                 arguments = {"path": "/bin/sh", "arg": [
                     "-c", WRAPPER, "oh-run", f"{now // 10**9}.{now % 10**9:09d}", str(cap + 1), _octal(seed)]}
             arguments.update({"env": [f"{k}={v}" for k, v in RUN_ENV.items()], "capture-output": True})
-            bell = vm.bell if helper else None
+            bell = vm.port if helper else None
             if bell is not None and self._drain(bell) is None:
                 bell = None
             pid = guest.agent_command({"execute": "guest-exec", "arguments": arguments}, 10)["pid"]
@@ -1174,6 +1197,64 @@ class WarmPool:
             error = None if match else "no exit status from the wrapper"
         return RunResult(exit_code, out[:cap], False, len(out) > cap, False, time.monotonic() - begun, error=error,
                          rang=rang)
+
+    def _is_served(self, vm: _Vm) -> bool:
+        """Whether runs in ``vm`` go to oh-run on RUN_CHANNEL (else through the guest agent)."""
+        return vm.port is not None and self._template is not None and self._template.served
+
+    def _execute_served(self, vm: _Vm, files: dict[str, bytes], command: str, *, timeout: float, cap: int,
+                        cancel: threading.Event | None) -> RunResult:
+        """A run through oh-run's port: send the request, wait for its acknowledgement (the
+        program starts then), read the output frames up to the exit status. Same contract as
+        `_execute`; the output arrives as it is written, so a timeout keeps it without asking the
+        guest."""
+        port = vm.port
+        if self._drain(port) is None:
+            raise _VmUnusable(f"{vm.name}: its {RUN_CHANNEL} port closed")
+        now = time.time_ns()
+        header = f"{now // 10**9} {now % 10**9} {os.urandom(64).hex()} {cap + 1}".encode()
+        request = b"".join([_record(b"H", "", header), *(_record(b"F", n, d) for n, d in files.items()),
+                            _record(b"C", "", command.encode() + b"\n"), _record(b"E", "", b"")])
+        reply = _Reply(cap)
+        ack_by = time.monotonic() + ACK_TIMEOUT + len(request) / 1024**2
+        try:
+            _send_all(port, request, ack_by, cancel)
+            while not reply.acked:
+                if not _receive(port, reply, ack_by, cancel):
+                    break
+        except _Garbled as exc:
+            raise _VmUnusable(f"{vm.name}: oh-run answered nonsense: {exc}") from exc
+        except TimeoutError:
+            pass                 # cancelled, or the guest did not read: decided below
+        except OSError as exc:
+            raise _VmUnusable(f"{vm.name}: its {RUN_CHANNEL} port failed: {exc}") from exc
+        if not reply.acked:
+            if cancel is not None and cancel.is_set():
+                self._stop(vm)
+                return RunResult(137, b"", False, False, True, 0.0)
+            raise _VmUnusable(f"{vm.name}: oh-run did not take the run within {ACK_TIMEOUT:.0f} s")
+        begun = time.monotonic()
+        deadline = begun + timeout
+        error = None
+        try:
+            while reply.status is None and _receive(port, reply, deadline, cancel):
+                pass
+        except _Garbled as exc:
+            error = f"oh-run answered nonsense: {exc}"
+        except OSError as exc:
+            error = f"the port of the VM failed: {exc}"
+        output = bytes(reply.output)
+        if reply.status is not None:
+            return RunResult(reply.status, output[:cap], False, len(output) > cap, False,
+                             time.monotonic() - begun, rang=True)
+        self._stop(vm)
+        if error is None and reply.closed:
+            error = "the VM stopped during the run"
+        if error is not None:
+            return RunResult(None, output[:cap], False, len(output) > cap, False, time.monotonic() - begun,
+                             error=error)
+        killed = cancel is not None and cancel.is_set()
+        return RunResult(137, output[:cap], not killed, len(output) > cap, killed, time.monotonic() - begun)
 
     @staticmethod
     def _partial_output(guest: Guest, cap: int) -> bytes:
@@ -1211,6 +1292,85 @@ class _FileLock:
     def __exit__(self, *exc):
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
+
+
+class _Garbled(Exception):
+    """oh-run's reply on the port does not follow its framing."""
+
+
+class _Reply:
+    """oh-run's reply to a served run, parsed as it arrives: ``A``, ``O<n>`` frames, ``X<status>``.
+    Keeps at most cap + 1 bytes of output (one more than the cap tells that it was exceeded)."""
+
+    def __init__(self, cap: int):
+        self.keep = cap + 1
+        self.buffer = bytearray()
+        self.output = bytearray()
+        self.acked = False
+        self.status: int | None = None
+        self.closed = False
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+        while self.buffer and self.status is None:
+            end = self.buffer.find(b"\n")
+            if end < 0:
+                if len(self.buffer) > 32:
+                    raise _Garbled(f"no frame header in {bytes(self.buffer[:32])!r}")
+                return
+            kind, value = self.buffer[:1], self.buffer[1:end]
+            if kind == b"A" and not value:
+                self.acked = True
+                del self.buffer[:end + 1]
+            elif kind == b"O" and value.isdigit():
+                size = int(value)
+                if len(self.buffer) < end + 1 + size:
+                    return
+                room = max(0, self.keep - len(self.output))
+                self.output += self.buffer[end + 1:end + 1 + min(size, room)]
+                del self.buffer[:end + 1 + size]
+            elif kind == b"X" and value.lstrip(b"-").isdigit():
+                self.status = int(value)
+                del self.buffer[:end + 1]
+            else:
+                raise _Garbled(f"unknown frame {bytes(self.buffer[:end][:32])!r}")
+
+
+def _receive(port: socket.socket, reply: _Reply, until: float, cancel: threading.Event | None) -> bool:
+    """Feed what arrives on ``port`` to ``reply``; False at ``until``, on ``cancel`` or at the end of
+    the stream (``reply.closed``)."""
+    while True:
+        left = until - time.monotonic()
+        if left <= 0 or (cancel is not None and cancel.is_set()):
+            return False
+        ready, _, _ = select.select([port], [], [], min(left, 0.05) if cancel is not None else left)
+        if not ready:
+            continue
+        try:
+            data = port.recv(256 * 1024)
+        except BlockingIOError:
+            continue
+        if not data:
+            reply.closed = True
+            return False
+        reply.feed(data)
+        return True
+
+
+def _send_all(port: socket.socket, data: bytes, until: float, cancel: threading.Event | None) -> None:
+    """Write all of ``data`` to the non-blocking ``port`` by ``until`` (else TimeoutError)."""
+    view = memoryview(data)
+    while view:
+        left = until - time.monotonic()
+        if left <= 0 or (cancel is not None and cancel.is_set()):
+            raise TimeoutError("the request did not go through in time")
+        _, ready, _ = select.select([], [port], [], min(left, 0.05))
+        if not ready:
+            continue
+        try:
+            view = view[port.send(view):]
+        except BlockingIOError:
+            continue
 
 
 # --- cleanup -------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 
 import hypervisor as hv
 from hypervisor.connection import Connection
-from hypervisor.sandbox import (DONE_CHANNEL, INLINE_FILES, KIND, PoolBroken, PoolTimeout, SandboxImage,
+from hypervisor.sandbox import (RUN_CHANNEL, INLINE_FILES, KIND, PoolBroken, PoolTimeout, SandboxImage,
                                 WarmPool, purge)
 
 from .conftest import STATE_ROOT
@@ -139,20 +139,22 @@ def test_files_are_in_the_working_directory(pool):
     assert lines[8] == "0"
 
 
-def test_the_end_of_a_run_is_rung_not_polled(pool):
+def test_runs_are_served_on_a_port_the_program_cannot_touch(pool):
     result = run(pool, PY)
-    assert result.rang and result.exit_code == 0
-    # a program that rings the host itself mid-run gets no early, empty result
-    fake = ("import glob, time\n"
-            "for name in glob.glob('/sys/class/virtio-ports/*/name'):\n"
-            f"    if open(name).read().strip() == {DONE_CHANNEL!r}:\n"
-            "        port = open('/dev/' + name.split('/')[-2], 'w')\n"
-            "        port.write('done 0\\n'); port.flush(); port.close(); print('rang', flush=True)\n"
-            "time.sleep(1)\n"
-            "print('after')\n"
-            "raise SystemExit(3)\n")
-    result = run(pool, "python3 fake.py", {"fake.py": fake.encode()})
-    assert (result.exit_code, result.output) == (3, b"rang\nafter\n")
+    assert result.rang and result.exit_code == 0     # oh-run reported the end itself: no polling
+    # the port belongs to oh-run for the whole run: the program cannot open it to forge a reply
+    probe = ("import errno, glob\n"
+             "for name in glob.glob('/sys/class/virtio-ports/*/name'):\n"
+             f"    if open(name).read().strip() == {RUN_CHANNEL!r}:\n"
+             "        try:\n"
+             "            open('/dev/' + name.split('/')[-2], 'wb').write(b'X0\\n')\n"
+             "            print('opened')\n"
+             "        except OSError as exc:\n"
+             "            print(errno.errorcode[exc.errno])\n"
+             "print('after')\n"
+             "raise SystemExit(3)\n")
+    result = run(pool, "python3 probe.py", {"probe.py": probe.encode()})
+    assert (result.exit_code, result.output) == (3, b"EBUSY\nafter\n")
 
 
 def test_bad_file_names_are_refused(pool):
