@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from typing import Callable, Protocol
 
 from .app import Services, build_services
@@ -95,7 +96,9 @@ class Agent:
                 self.stopping.wait(2)
                 continue
             try:
-                events.get(timeout=self.services.settings.reconcile_interval)
+                deadline = time.monotonic() + self.services.settings.reconcile_interval
+                while not substrate.concerns(events.get(timeout=max(0.0, deadline - time.monotonic()))):
+                    pass         # a sandbox VM's comings and goings are no server's business
                 self.stopping.wait(0.1)  # let a burst of events settle
                 while not events.empty():
                     events.get_nowait()

@@ -17,7 +17,8 @@ from .errors import DomainNotFound, HypervisorError, InvalidState, NetworkNotFou
 from .guest import ApiState, Guest
 from .host import Host
 from .networks import NetworkConfig, network_config
-from .domain import Owner, domain_name
+from .connection import LifecycleEvent
+from .domain import Owner, domain_name, has_prefix
 
 PUBLIC = "pub"
 
@@ -195,6 +196,16 @@ class ServerSubstrate:
                 continue
         self._kinds = kinds       # forget the domains that are gone
         return out
+
+    def concerns(self, event) -> bool:
+        """Whether a libvirt event (`hypervisor.connection`) may have changed a server: not one of
+        another installation's domains, nor of a domain `states` found to be no server (sandbox
+        VMs start, pause, resume and stop several times a second under load)."""
+        if isinstance(event, LifecycleEvent):
+            if not has_prefix(event.name, self.host.installation_id):
+                return False
+            return self._kinds.get(event.uuid, "server") == "server"
+        return True
 
     def live(self, server_id: str) -> Live | None:
         guest = self._guest(server_id)

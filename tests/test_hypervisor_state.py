@@ -146,3 +146,29 @@ def test_errors_come_out_translated(host):
     guest = host.define(config())
     with pytest.raises((Unsupported, OperationFailed, hv.errors.AgentError)):
         guest.agent_command({"execute": "guest-ping"})
+
+
+def test_server_states_skip_sandboxes_and_their_events(host, tmp_path):
+    from hypervisor.connection import ConnectionEvent, LifecycleEvent
+    from hypervisor.servers import ServerSubstrate
+
+    substrate = ServerSubstrate(host, tmp_path, "10.99.0.0/24")
+    server = host.define(config())
+    sandbox_cfg = hv.set_defaults(hv.new_domain(INSTALLATION, str(uuid.uuid4()), memory_mib=64, kind="sandbox"),
+                                  hv.DomainType.QEMU)
+    sandbox = host.create_transient(sandbox_cfg)
+
+    def event(guest, installation=INSTALLATION):
+        name = guest.name if installation == INSTALLATION else f"oh-{installation}-{guest.uuid}"
+        return LifecycleEvent(name=name, uuid=guest.uuid, event="started", detail="booted", at=0.0)
+
+    # before states() has seen a domain, every event of this installation may concern a server
+    assert substrate.concerns(event(sandbox)) and substrate.concerns(event(server))
+    assert substrate.states() == {server.uuid: ApiState.STOPPED}
+    assert not substrate.concerns(event(sandbox))          # known now: a sandbox, no server's business
+    assert substrate.concerns(event(server))
+    assert not substrate.concerns(event(server, installation="someoneelse"))
+    assert substrate.concerns(ConnectionEvent(kind="closed", reason="eof", at=0.0))
+    sandbox.destroy()
+    assert substrate.states() == {server.uuid: ApiState.STOPPED}
+    assert substrate._kinds == {server.uuid: "server"}     # the gone sandbox is forgotten
