@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import select
@@ -30,6 +31,9 @@ class SandboxRunner:
         self.queue = queue
         self.pools: dict[str, object] = {}
         self._lock = threading.Lock()
+        # runs going on: sandbox id -> (job id, cancel event); one watcher thread serves them all
+        self._active: dict[str, tuple[int, threading.Event]] = {}
+        self._watcher: threading.Thread | None = None
 
     @property
     def work_root(self):
@@ -111,14 +115,13 @@ class SandboxRunner:
                                   timed_out=False, truncated=False, killed=False)
             self.queue.finish(job.id)
             return
-        cancel, done = threading.Event(), threading.Event()
-        watcher = threading.Thread(target=self._watch, args=(job.id, job.target, cancel, done), daemon=True)
-        watcher.start()
+        cancel = self._watch(job.id, job.target)
         try:
             result = pool.run(self.sandboxes.uploads.load(job.target), shell_line(json.loads(cmd)),
                               timeout=timeout, output_cap=self.settings.sandbox_output_cap, cancel=cancel)
         finally:
-            done.set()
+            with self._lock:
+                self._active.pop(job.target, None)
         log.info("sandbox %s: queued %.3f s, waited for a VM %.3f s, ran %.3f s", job.target, queued_for,
                  getattr(result, "wait_seconds", 0.0) or 0.0, result.seconds)
         code = KILLED_CODE if (result.timed_out or result.killed) and result.exit_code is None else result.exit_code
@@ -129,17 +132,42 @@ class SandboxRunner:
                               truncated=result.truncated, killed=result.killed)
         self.queue.finish(job.id)
 
-    def _watch(self, job_id: int, sandbox_id: str, cancel: threading.Event, done: threading.Event) -> None:
-        """While a run goes on: notice a DELETE (killed flag) and keep the job's lease fresh."""
-        ticks = 0
-        while not done.wait(0.2):
-            ticks += 1
-            with self.db.read_session() as s:
-                killed = s.scalar(select(Sandbox.killed).where(Sandbox.id == sandbox_id))
-            if killed:
-                cancel.set()
-            if ticks % 25 == 0:
-                self.queue.progress(job_id, 0)
+    #: How often the watcher looks for DELETEs of running sandboxes (one query for all of them).
+    WATCH_INTERVAL = 0.2
+    #: How often it renews the leases of their jobs.
+    LEASE_RENEWAL = 5.0
+
+    def _watch(self, job_id: int, sandbox_id: str) -> threading.Event:
+        """Register a run with the watcher (started on first use); the event is set on DELETE."""
+        cancel = threading.Event()
+        with self._lock:
+            self._active[sandbox_id] = (job_id, cancel)
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch_loop, name="sandbox-watch", daemon=True)
+                self._watcher.start()
+        return cancel
+
+    def _watch_loop(self) -> None:
+        """While runs go on: notice a DELETE (the killed flag) and keep their jobs' leases fresh."""
+        renewed_at = time.monotonic()
+        while True:
+            time.sleep(self.WATCH_INTERVAL)
+            with self._lock:
+                active = dict(self._active)
+            if not active:
+                continue
+            try:
+                with self.db.read_session() as s:
+                    killed = set(s.scalars(select(Sandbox.id).where(Sandbox.id.in_(list(active)),
+                                                                    Sandbox.killed.is_(True))))
+                for sandbox_id in killed:
+                    active[sandbox_id][1].set()
+                if time.monotonic() - renewed_at >= self.LEASE_RENEWAL:
+                    renewed_at = time.monotonic()
+                    for job_id, _ in active.values():
+                        self.queue.progress(job_id, 0)
+            except Exception:
+                log.exception("watching running sandboxes failed; retrying")
 
 
 def _aware(when):
