@@ -146,7 +146,7 @@ for p in /proc/[0-9]*; do
   read -r comm < "$p/comm" 2>/dev/null || continue
   [ "$comm" = qemu-ga ] && echo -1000 > "$p/oom_score_adj" 2>/dev/null || true
 done
-if [ -x {GUEST_HELPER} ]; then
+if [ -x {GUEST_HELPER} ] && [ "$2" = serve ]; then
   # oh-run serves the runs on its port from now on, in every clone of this template
   setsid env -i {" ".join(f"{k}={v}" for k, v in RUN_ENV.items())} \
     {GUEST_HELPER} --serve {RUN_CHANNEL} {GUEST_WORKDIR} {GUEST_COMMAND} {GUEST_OUTPUT} \
@@ -360,7 +360,10 @@ class WarmPool:
     ``fillers``: how many clones are prepared at once (default: two per host CPU, at most ``size``).
     ``warm_clones`` (default: under TCG) runs the
     image's warm-up in each clone before it joins the pool, so that the first run does not pay for
-    QEMU translating the guest's code again.
+    QEMU translating the guest's code again. ``helper`` False: runs use the shell wrapper through
+    the guest agent; ``serve`` False: oh-run is started through the guest agent for each run
+    instead of serving runs on RUN_CHANNEL (both slower; kept for hosts without a C compiler and
+    for tests of those paths).
     """
 
     #: Seconds between guest-exec-status polls during a run's first second. Each poll costs the
@@ -369,7 +372,7 @@ class WarmPool:
 
     def __init__(self, host: Host, image: SandboxImage, work_dir: Path, size: int = 2, vcpus: int = 1, *,
                  fillers: int | None = None, warm_clones: bool | None = None, boot_timeout: float = 300,
-                 helper: bool = True):
+                 helper: bool = True, serve: bool = True):
         if fillers is None:
             # a clone's start is partly waiting (libvirtd, QEMU's monitor): two per CPU keep the
             # CPUs busy during a burst (measured: 4 fillers 1.93 runs/s, 2 fillers 1.69, on 2 CPUs)
@@ -385,6 +388,7 @@ class WarmPool:
         self.boot_timeout = boot_timeout
         self._warm_clones = warm_clones
         self._use_helper = helper
+        self._serve = serve
         self._helper_path: Path | None | bool = None
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -493,6 +497,10 @@ class WarmPool:
                 "accelerator": str(self.host.accelerator),
                 "template_seconds": self._template.seconds if self._template else None,
                 "template_reused": self._template.reused if self._template else None,
+                # how runs reach the guest: oh-run serving on its port, oh-run through the guest
+                # agent, or the shell wrapper through the agent
+                "run_path": (None if self._template is None else "served" if self._template.served
+                             else "agent" if self._template.helper else "wrapper"),
                 "restore_seconds": (sorted(self._restores)[len(self._restores) // 2]
                                     if self._restores else None),
             }
@@ -772,7 +780,7 @@ class WarmPool:
             "warmup": self.image.warmup, "type": str(self.host.accelerator.domain_type),
             "qemu": conn.getVersion(), "libvirt": conn.getLibVersion(),
             "setup": _TEMPLATE_SETUP, "wrapper": WRAPPER, "tb": TB_CACHE_MIB, "overhead": QEMU_OVERHEAD_MIB,
-            "helper": sandbox_helper.DIGEST if self._helper() else None,
+            "helper": sandbox_helper.DIGEST if self._helper() else None, "serve": self._serve,
         }
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
@@ -905,7 +913,8 @@ class WarmPool:
             if helper is not None:
                 self._exec_plain(guest, f"mkdir -p {GUEST_CONTROL}", timeout=60)
                 guest.agent_file_write(GUEST_HELPER, helper.read_bytes(), timeout=30)
-            status = self._exec_plain(guest, _TEMPLATE_SETUP, args=[self.image.warmup], timeout=self.boot_timeout)
+            status = self._exec_plain(guest, _TEMPLATE_SETUP, args=[self.image.warmup, "serve" if self._serve else ""],
+                                      timeout=self.boot_timeout)
             if status.get("exitcode") != 0:
                 raise TemplateFailed(image=self.image.slug, reason="setup exited "
                                      f"{status.get('exitcode')}: {base64.b64decode(status.get('err-data', ''))!r}")

@@ -254,6 +254,7 @@ def test_stats(pool):
     wait_until(lambda: pool.stats()["idle"] == pool.size, 120, "pool full again")
     stats = pool.stats()
     assert stats["accelerator"] in ("tcg", "kvm")
+    assert stats["run_path"] == "served"
     assert len(stats["rss"]) == pool.size and all(v and v > 32 << 20 for v in stats["rss"].values())
     print("RSS per pooled VM (MiB):", stats["rss_mib_avg"], "restore seconds:", stats["restore_seconds"])
     # every pooled VM is a sandbox of this installation, with no NIC, under a memory bound
@@ -288,6 +289,21 @@ def test_a_pool_that_cannot_make_vms_says_so(host, image, tmp_path):
         assert "nonexistent" in broken.stats()["error"]
     finally:
         broken.close()
+
+
+def test_runs_through_the_guest_agent_when_oh_run_does_not_serve(host, image):
+    """The fallback path (a template whose oh-run does not serve): oh-run started by guest-exec,
+    ringing the host on the port when done, output and status from qemu-ga."""
+    agent_pool = WarmPool(host, image, WORK / "agent-path", size=1, serve=False)
+    try:
+        result = agent_pool.run({"m.py": b"import sys\nprint(6 * 7)\nsys.exit(4)\n"}, "python3 m.py",
+                                timeout=60, output_cap=100)
+        assert (result.exit_code, result.output, result.rang) == (4, b"42\n", True)
+        assert agent_pool.stats()["run_path"] == "agent"
+        result = agent_pool.run({}, "echo started; sleep 30", timeout=2, output_cap=100)
+        assert (result.exit_code, result.timed_out, result.output) == (137, True, b"started\n")
+    finally:
+        agent_pool.close()
 
 
 # --- several pools and cleanup -----------------------------------------------------------------
