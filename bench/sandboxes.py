@@ -4,7 +4,10 @@
 
 1. API: POST /api/sandboxes?wait=true running `python3 -c 'print(1+1)'` with a warm pool (sequential
    samples), then `--burst` such requests from `--clients` concurrent clients (throughput).
-2. Floor (no HTTP, no database): resume a paused pooled VM + guest-exec of the same command.
+2. Floor (no HTTP, no database): resume a paused pooled VM + guest-exec of the same command, polled
+   through the guest agent. Interleaved with it, the same command through the pool's own run path
+   (`WarmPool.run`: oh-run serving on the VM's port), so the API's overhead over the substrate shows
+   too.
 3. Cold path: define + boot a fresh VM + wait for its agent + exec.
 Also prints QEMU RSS per pooled VM and the accelerator.
 """
@@ -49,7 +52,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--cold", type=int, default=5)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--burst", type=int, default=40)
+    parser.add_argument("--burst", type=int, default=60)
     parser.add_argument("--pool", type=int, default=4)
     args = parser.parse_args()
     inst = installation(OPENHOSTING_IP_POOL="10.251.9.0/24", OPENHOSTING_SANDBOX_POOL_SIZE=str(args.pool),
@@ -96,11 +99,16 @@ def main() -> None:
     try:
         assert pool.wait_ready(300), "the floor pool did not warm up"
         pool.floor_run(COMMAND)
-        floor = []
+        floor, direct = [], []
         for _ in range(args.samples):
             time.sleep(0.5)
             floor.append(pool.floor_run(COMMAND))
-        rss = pool.stats().get("rss_kib") or pool.stats()
+            time.sleep(0.5)
+            result = pool.run({}, COMMAND, timeout=60, output_cap=4096)
+            assert result.output == b"2\n" and result.exit_code == 0, result
+            direct.append(result.seconds)
+        run_path = pool.stats()["run_path"]
+        rss = pool.stats()["rss_mib_avg"]
         cold = []
         for _ in range(args.cold):
             t0 = time.perf_counter()
@@ -114,12 +122,14 @@ def main() -> None:
     print(f"{'':34}{'p50 s':>8}{'p95 s':>8}")
     print(f"{'API POST?wait=true (warm pool)':34}{pct(api_samples, 50):8.3f}{pct(api_samples, 95):8.3f}")
     print(f"{'floor: resume + guest-exec':34}{pct(floor, 50):8.3f}{pct(floor, 95):8.3f}")
+    print(f"{'substrate run (' + run_path + ')':34}{pct(direct, 50):8.3f}{pct(direct, 95):8.3f}")
     print(f"{'cold: define + boot + exec':34}{pct(cold, 50):8.3f}{pct(cold, 95):8.3f}")
     print(f"API p50 / floor p50: {pct(api_samples, 50) / pct(floor, 50):.2f}   "
+          f"API p50 / substrate run p50: {pct(api_samples, 50) / pct(direct, 50):.2f}   "
           f"cold p50 / API p50: {pct(cold, 50) / pct(api_samples, 50):.1f}x")
     print(f"throughput: {args.burst} sandboxes from {args.clients} clients in {burst_seconds:.1f} s = "
           f"{args.burst / burst_seconds:.2f} sandboxes/s")
-    print(f"QEMU RSS per pooled VM: {rss}")
+    print(f"QEMU RSS per pooled VM: {rss} MiB (mean over the idle VMs)")
     print(f"mean API {statistics.mean(api_samples):.3f} s over {len(api_samples)} samples")
 
 
