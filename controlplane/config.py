@@ -59,6 +59,7 @@ class Settings:
     sandbox_max_files: int = 32
     sandbox_max_file: int = 8 * 1024**2
     sandbox_pool_size: int = 4
+    sandbox_fillers: int = 0      # clones prepared at once per image; 0: two per host CPU, at most the pool size
     sandbox_user_limit: int = 8
     sandbox_max_queue: int = 64
     # Threads of the agent that run jobs (sandbox runs, imaging) at the same time.
@@ -120,6 +121,7 @@ class Settings:
             sandbox_max_files=int(env.get("OPENHOSTING_SANDBOX_MAX_FILES", cls.sandbox_max_files)),
             sandbox_max_file=_env_size(env, "OPENHOSTING_SANDBOX_MAX_FILE", cls.sandbox_max_file),
             sandbox_pool_size=int(env.get("OPENHOSTING_SANDBOX_POOL_SIZE", cls.sandbox_pool_size)),
+            sandbox_fillers=int(env.get("OPENHOSTING_SANDBOX_FILLERS", cls.sandbox_fillers)),
             sandbox_user_limit=int(env.get("OPENHOSTING_SANDBOX_USER_LIMIT", cls.sandbox_user_limit)),
             sandbox_max_queue=int(env.get("OPENHOSTING_SANDBOX_MAX_QUEUE", cls.sandbox_max_queue)),
             agent_workers=int(env.get("OPENHOSTING_AGENT_WORKERS", cls.agent_workers)),

@@ -1115,16 +1115,11 @@ class WarmPool:
     def _wait_bell(bell: socket.socket, until: float, cancel: threading.Event | None) -> bool | None:
         """True once the bell rang (what it said is drained), False at ``until`` or on ``cancel``,
         None when the port closed (the VM is going away)."""
-        while True:
-            left = until - time.monotonic()
-            if left <= 0 or (cancel is not None and cancel.is_set()):
-                return False
-            ready, _, _ = select.select([bell], [], [], min(left, 0.05) if cancel is not None else left)
-            if not ready:
-                continue
+        while _readable(bell, until, cancel):
             rang = WarmPool._drain(bell)
             if rang is not False:
                 return rang
+        return False
 
     @staticmethod
     def _drain(bell: socket.socket) -> bool | None:
@@ -1348,13 +1343,7 @@ class _Reply:
 def _receive(port: socket.socket, reply: _Reply, until: float, cancel: threading.Event | None) -> bool:
     """Feed what arrives on ``port`` to ``reply``; False at ``until``, on ``cancel`` or at the end of
     the stream (``reply.closed``)."""
-    while True:
-        left = until - time.monotonic()
-        if left <= 0 or (cancel is not None and cancel.is_set()):
-            return False
-        ready, _, _ = select.select([port], [], [], min(left, 0.05) if cancel is not None else left)
-        if not ready:
-            continue
+    while _readable(port, until, cancel):
         try:
             data = port.recv(256 * 1024)
         except BlockingIOError:
@@ -1364,6 +1353,19 @@ def _receive(port: socket.socket, reply: _Reply, until: float, cancel: threading
             return False
         reply.feed(data)
         return True
+    return False
+
+
+def _readable(sock: socket.socket, until: float, cancel: threading.Event | None) -> bool:
+    """True once ``sock`` has something to read (or its end); False at ``until`` or on ``cancel``
+    (looked at every 50 ms)."""
+    while True:
+        left = until - time.monotonic()
+        if left <= 0 or (cancel is not None and cancel.is_set()):
+            return False
+        ready, _, _ = select.select([sock], [], [], min(left, 0.05) if cancel is not None else left)
+        if ready:
+            return True
 
 
 def _send_all(port: socket.socket, data: bytes, until: float, cancel: threading.Event | None) -> None:

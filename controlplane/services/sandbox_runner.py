@@ -69,7 +69,8 @@ class SandboxRunner:
                 # QEMU (another user) must reach the overlays below: traversable, whatever the umask
                 directory.mkdir(exist_ok=True)
                 directory.chmod(0o711)
-            pool = WarmPool(self.host, spec, work, size=self.settings.sandbox_pool_size)
+            pool = WarmPool(self.host, spec, work, size=self.settings.sandbox_pool_size,
+                            fillers=self.settings.sandbox_fillers or None)
             pool.start()
             self.pools[slug] = pool
             log.info("warm pool for image %s started (%d VMs)", slug, self.settings.sandbox_pool_size)
