@@ -157,6 +157,15 @@ def test_runs_are_served_on_a_port_the_program_cannot_touch(pool):
     assert (result.exit_code, result.output) == (3, b"EBUSY\nafter\n")
 
 
+def test_a_program_that_kills_oh_run_loses_only_its_own_result(pool, host):
+    started = time.monotonic()
+    result = run(pool, "echo before; kill -9 $(cat /run/oh/served.pid); echo after", timeout=3)
+    assert result.exit_code == 137 and result.timed_out, result       # no status: it ends at its timeout
+    assert time.monotonic() - started < 30
+    assert result.vm not in running_names(host.connection.get())
+    assert run(pool, PY).output == b"2\n"                               # the next run is normal
+
+
 def test_bad_file_names_are_refused(pool):
     for name in ("../x", "a/b", "", ".", ".."):
         with pytest.raises(ValueError):
