@@ -2,12 +2,14 @@
 
 The shape (docs/sandboxes.md has the measurements and the reasons):
 
-    image ──boot once, warm up──► template VM ──suspend, migrate to a file──► template state
-                                                   + frozen template overlay (template.qcow2)
+    image ──boot once, start oh-run --serve, warm up──► template VM ──suspend, migrate to a file──►
+        template state + frozen template overlay (template.qcow2)
     template state ──createXML(-incoming defer, paused) + migrate-incoming fd──► clone VM
-        (own name, uuid, genid, overlay clone.qcow2 → template.qcow2 → base raw)
+        (own name, uuid, genid, overlay clone.qcow2 → template.qcow2 → base raw), host end of its
+        run port connected
     clone ──resume, warm up, suspend──► idle (paused) in the pool
-    run(): take an idle clone ─ resume ─ write files ─ exec ─ collect ─ destroy; refill in background
+    run(): take an idle clone ─ resume ─ one request on the run port (clock, seed, files, command)
+        ─ output frames and the exit status back ─ destroy; refill in background
 
 Clones: libvirt's own restore (`virDomainRestoreFlags`) refuses a changed name or uuid in the
 replacement XML ("Target domain uuid … does not match source"), so one saved state could only ever
@@ -22,7 +24,8 @@ Randomness and time: every clone gets its own VM generation id, so the guest ker
 the moment a clone first runs ("crng reseeded due to virtual machine fork"); each run also writes
 64 bytes of host randomness into the guest's pool, forces a reseed, and sets the guest clock from
 the host's, since a paused clone's clock stopped when it was paused. Both happen in `oh-run`
-(`sandbox_helper`), the one program a run starts in the guest.
+(`sandbox_helper`), which serves the runs on the VM's virtio-serial port RUN_CHANNEL; the guest
+agent is only the fallback path (and the template's and the cold path's way in).
 
 Threads: `run`, `floor_run`, `cold_run`, `stats` and `close` may be called from any thread. The pool
 owns a manager thread (template, then fillers) and a reaper thread (destroys finished VMs); all
