@@ -1024,22 +1024,23 @@ class WarmPool:
     @staticmethod
     def _connect_port(guest: Guest) -> socket.socket | None:
         """The host end of the VM's RUN_CHANNEL (libvirt picked the socket's path), non-blocking;
-        None when there is none or it cannot be reached (runs then poll qemu-ga)."""
+        None when there is none or it cannot be reached (runs then go through the guest agent)."""
         try:
             path = next((c.source_path for c in guest.config().channels if c.target_name == RUN_CHANNEL), None)
         except HypervisorError:
             return None
         if not path:
             return None
-        bell = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        port = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            bell.connect(path)
+            port.connect(path)
         except OSError as exc:
-            log.warning("%s: cannot connect to its %s port (%s); runs will poll", guest.name, RUN_CHANNEL, exc)
-            bell.close()
+            log.warning("%s: cannot connect to its %s port (%s); runs go through the guest agent",
+                        guest.name, RUN_CHANNEL, exc)
+            port.close()
             return None
-        bell.setblocking(False)
-        return bell
+        port.setblocking(False)
+        return port
 
     @staticmethod
     def _wait_agent(guest: Guest, timeout: float) -> None:
