@@ -218,7 +218,7 @@ class RunResult:
     wait_seconds: float = 0.0   # of which waiting for an idle VM
     vm: str | None = None       # the libvirt name of the VM that ran it
     error: str | None = None    # what went wrong on the host side, if anything (exit_code is None)
-    rang: bool = False          # the end was announced by oh-run's bell (not found by polling)
+    rang: bool = False          # the guest announced the end itself (not found by polling qemu-ga)
 
 
 @dataclass
@@ -790,8 +790,8 @@ class WarmPool:
     # --- XML --------------------------------------------------------------------------------------
     def _domain_xml(self, vm_uuid: str, disk: Path, *, console_log: Path | None = None,
                     disk_cache: str | None = None) -> str:
-        """A sandbox domain booting the image: no NIC, virtio disk/rng/agent and done channels, direct kernel
-        boot, memory bounded, kind=sandbox. Built by DomainConfig; what it cannot express yet
+        """A sandbox domain booting the image: no NIC, virtio disk/rng, the guest agent's channel and
+        RUN_CHANNEL, direct kernel boot, memory bounded, kind=sandbox. Built by DomainConfig; what it cannot express yet
         (genid, memtune, TCG cache size, no USB) is added to the tree."""
         cfg = new_domain(self.host.installation_id, vm_uuid, memory_mib=self.image.memory_mib, vcpus=self.vcpus,
                          title=f"sandbox {self.image.slug}", kind=KIND)
@@ -801,7 +801,7 @@ class WarmPool:
         cfg.memballoon = "none"
         cfg.on_reboot = LifecycleAction.DESTROY     # a guest that reboots is finished
         set_defaults(cfg, self.host.accelerator.domain_type)
-        # after the guest agent's port: oh-run rings the host here when a run ends
+        # after the guest agent's port: oh-run serves the runs here (or, one-shot, rings when done)
         cfg.channels.append(Channel(type="unix", target_type="virtio", target_name=RUN_CHANNEL))
         if cfg.interfaces:
             raise InvalidConfig(reason="sandbox VMs have no network device")

@@ -33,6 +33,7 @@ class SandboxRunner:
         self._lock = threading.Lock()
         # runs going on: sandbox id -> (job id, cancel event); one watcher thread serves them all
         self._active: dict[str, tuple[int, threading.Event]] = {}
+        self._active_lock = threading.Lock()
         self._watcher: threading.Thread | None = None
 
     @property
@@ -121,7 +122,7 @@ class SandboxRunner:
             result = pool.run(self.sandboxes.uploads.load(job.target), shell_line(json.loads(cmd)),
                               timeout=timeout, output_cap=self.settings.sandbox_output_cap, cancel=cancel)
         finally:
-            with self._lock:
+            with self._active_lock:
                 self._active.pop(job.target, None)
         log.info("sandbox %s: queued %.3f s, waited for a VM %.3f s, ran %.3f s", job.target, queued_for,
                  getattr(result, "wait_seconds", 0.0) or 0.0, result.seconds)
@@ -141,7 +142,7 @@ class SandboxRunner:
     def _watch(self, job_id: int, sandbox_id: str) -> threading.Event:
         """Register a run with the watcher (started on first use); the event is set on DELETE."""
         cancel = threading.Event()
-        with self._lock:
+        with self._active_lock:
             self._active[sandbox_id] = (job_id, cancel)
             if self._watcher is None:
                 self._watcher = threading.Thread(target=self._watch_loop, name="sandbox-watch", daemon=True)
@@ -153,7 +154,7 @@ class SandboxRunner:
         renewed_at = time.monotonic()
         while True:
             time.sleep(self.WATCH_INTERVAL)
-            with self._lock:
+            with self._active_lock:
                 active = dict(self._active)
             if not active:
                 continue
