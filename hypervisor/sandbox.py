@@ -166,7 +166,10 @@ fi
 
 _RC_RE = re.compile(rb"rc=(\d+)\s*$")
 _NAME_MAX = 255
-_FORMAT = 3      # bump when the template's layout or the wrapper's contract changes
+_FORMAT = 4      # bump when the template's layout or the wrapper's contract changes
+#: The QEMU memory backend holding a pooled VM's RAM: the template's RAM is a file, shared while
+#: the template runs and mapped copy-on-write (private) by every clone.
+RAM_BACKEND = "oh-ram"
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -245,6 +248,7 @@ class _Template:
     reused: bool
     helper: bool          # oh-run is in the guest (else runs use the shell wrapper)
     served: bool = False  # oh-run serves runs on RUN_CHANNEL (else it is started through qemu-ga)
+    ram: Path | None = None   # the template's RAM file, mapped copy-on-write by clones (else RAM is in `state`)
 
 
 @dataclass(eq=False)
@@ -270,6 +274,20 @@ def _monitor(dom: libvirt.virDomain, command: dict, files: list[int] | None = No
     if "error" in data:
         raise SandboxError(reason=f"{dom.name()}: {command.get('execute')}: {data['error'].get('desc')}")
     return data.get("return")
+
+
+#: Migration leaves out RAM that lives in a shared file: the template's state holds no RAM, and a
+#: clone keeps the copy-on-write mapping of the template's RAM file it started with.
+_IGNORE_SHARED = {"execute": "migrate-set-capabilities",
+                  "arguments": {"capabilities": [{"capability": "x-ignore-shared", "state": True}]}}
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _wait_migration(dom: libvirt.virDomain, timeout: float) -> dict:
@@ -312,16 +330,52 @@ def _octal(data: bytes) -> str:
     return "".join(f"\\{b:03o}" for b in data)
 
 
-def _qemu_rss(name: str) -> int | None:
-    """VmRSS of the domain's QEMU process in bytes (qemu:///system keeps its pid in a file)."""
+def _qemu_memory(name: str) -> tuple[int, int] | None:
+    """(VmRSS, RssAnon) of the domain's QEMU process in bytes: all it has resident, and what is
+    its own (the pages a clone shares with its template's RAM file are resident but not its own)."""
     try:
         pid = int(Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip())
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if ":" in line)
+        return int(fields["VmRSS"].split()[0]) * 1024, int(fields["RssAnon"].split()[0]) * 1024
+    except (OSError, ValueError, KeyError):
         return None
+
+
+def _qemu_owner(conn: libvirt.virConnect, domain_type: str) -> tuple[int, int] | None:
+    """The uid and gid libvirt runs QEMU as (its DAC label), or None when it does not say."""
+    try:
+        caps = ET.fromstring(conn.getCapabilities())
+    except (libvirt.libvirtError, ET.ParseError):
+        return None
+    for model in caps.findall("host/secmodel"):
+        if model.findtext("model") != "dac":
+            continue
+        labels = {label.get("type"): label.text or "" for label in model.findall("baselabel")}
+        label = labels.get(domain_type) or next(iter(labels.values()), "")
+        match = re.fullmatch(r"\+?(\d+):\+?(\d+)", label.strip())
+        if match:
+            return int(match.group(1)), int(match.group(2))
     return None
+
+
+def _ram_args(path: Path, memory_mib: int, *, shared: bool) -> list[str]:
+    """QEMU arguments that put the guest's RAM in ``path``: written through while ``shared``
+    (the template), else mapped copy-on-write (a clone: what it writes stays its own)."""
+    mem_path = str(path).replace(",", ",,")
+    return ["-object", f"memory-backend-file,id={RAM_BACKEND},size={memory_mib}M,mem-path={mem_path},"
+                       f"share={'on' if shared else 'off'}",
+            "-machine", f"memory-backend={RAM_BACKEND}"]
+
+
+def _set_commandline(root: ET.Element, args: list[str]) -> None:
+    """Make ``args`` the domain's extra QEMU arguments (``<qemu:commandline>``)."""
+    for old in root.findall(f"{{{QEMU_NS}}}commandline"):
+        root.remove(old)
+    if args:
+        commandline = ET.SubElement(root, f"{{{QEMU_NS}}}commandline")
+        for value in args:
+            ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", value=value)
 
 
 def _check_name(name: str) -> str:
@@ -366,7 +420,9 @@ class WarmPool:
     QEMU translating the guest's code again. ``helper`` False: runs use the shell wrapper through
     the guest agent; ``serve`` False: oh-run is started through the guest agent for each run
     instead of serving runs on RUN_CHANNEL (both slower; kept for hosts without a C compiler and
-    for tests of those paths).
+    for tests of those paths). ``shared_ram`` (default) keeps the template's RAM in a file that
+    every clone maps copy-on-write; False, or where QEMU cannot open that file, the RAM travels in
+    the saved state and every clone copies all of it.
     """
 
     #: Seconds between guest-exec-status polls during a run's first second. Each poll costs the
@@ -375,7 +431,7 @@ class WarmPool:
 
     def __init__(self, host: Host, image: SandboxImage, work_dir: Path, size: int = 2, vcpus: int = 1, *,
                  fillers: int | None = None, warm_clones: bool | None = None, boot_timeout: float = 300,
-                 helper: bool = True, serve: bool = True):
+                 helper: bool = True, serve: bool = True, shared_ram: bool = True):
         if fillers is None:
             # a clone's start is partly waiting (libvirtd, QEMU's monitor): two per CPU keep the
             # CPUs busy during a burst (measured: 4 fillers 1.93 runs/s, 2 fillers 1.69, on 2 CPUs)
@@ -392,6 +448,7 @@ class WarmPool:
         self._warm_clones = warm_clones
         self._use_helper = helper
         self._serve = serve
+        self._shared_ram = shared_ram
         self._helper_path: Path | None | bool = None
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -504,14 +561,19 @@ class WarmPool:
                 # agent, or the shell wrapper through the agent
                 "run_path": (None if self._template is None else "served" if self._template.served
                              else "agent" if self._template.helper else "wrapper"),
+                # clones map the template's RAM file copy-on-write, or copy the RAM from the state
+                "ram": (None if self._template is None else "shared" if self._template.ram else "copied"),
                 "restore_seconds": (sorted(self._restores)[len(self._restores) // 2]
                                     if self._restores else None),
             }
-        rss = {name: _qemu_rss(name) for name in idle}
-        out["rss"] = rss
-        out["rss_kib"] = {name: value // 1024 for name, value in rss.items() if value}
-        values = [v for v in rss.values() if v]
-        out["rss_mib_avg"] = round(sum(values) / len(values) / 1024**2, 1) if values else None
+        memory = {name: _qemu_memory(name) for name in idle}
+        out["rss"] = {name: value[0] if value else None for name, value in memory.items()}
+        out["rss_kib"] = {name: value[0] // 1024 for name, value in memory.items() if value}
+        values = [value for value in memory.values() if value]
+        # resident: all of QEMU's pages, those shared with the template's RAM file included;
+        # private: only its own (what each more pooled VM costs the host)
+        out["rss_mib_avg"] = round(sum(v[0] for v in values) / len(values) / 1024**2, 1) if values else None
+        out["private_mib_avg"] = round(sum(v[1] for v in values) / len(values) / 1024**2, 1) if values else None
         return out
 
     def close(self) -> None:
@@ -784,12 +846,13 @@ class WarmPool:
             "qemu": conn.getVersion(), "libvirt": conn.getLibVersion(),
             "setup": _TEMPLATE_SETUP, "wrapper": WRAPPER, "tb": TB_CACHE_MIB, "overhead": QEMU_OVERHEAD_MIB,
             "helper": sandbox_helper.DIGEST if self._helper() else None, "serve": self._serve,
+            "shared_ram": self._shared_ram,
         }
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
     # --- XML --------------------------------------------------------------------------------------
     def _domain_xml(self, vm_uuid: str, disk: Path, *, console_log: Path | None = None,
-                    disk_cache: str | None = None) -> str:
+                    disk_cache: str | None = None, ram: Path | None = None) -> str:
         """A sandbox domain booting the image: no NIC, virtio disk/rng, the guest agent's channel and
         RUN_CHANNEL, direct kernel boot, memory bounded, kind=sandbox. Built by DomainConfig; what it cannot express yet
         (genid, memtune, TCG cache size, no USB) is added to the tree."""
@@ -815,6 +878,8 @@ class WarmPool:
         devices.append(ET.Element("controller", type="usb", model="none"))
         if disk_cache:
             root.find("devices/disk/driver").set("cache", disk_cache)
+        if ram is not None:
+            _set_commandline(root, _ram_args(ram, self.image.memory_mib, shared=True))
         return ET.tostring(root, encoding="unicode")
 
     def _clone_xml(self, template: _Template, vm_uuid: str, disk: Path) -> str:
@@ -843,9 +908,8 @@ class WarmPool:
         # preparing a clone must not slow the runs going on: its QEMU gets a small CPU weight until
         # it joins the pool (_prepare_clone raises it)
         ET.SubElement(ET.SubElement(root, "cputune"), "shares").text = str(PREPARE_CPU_SHARES)
-        commandline = ET.SubElement(root, f"{{{QEMU_NS}}}commandline")
-        for value in ("-incoming", "defer"):
-            ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", value=value)
+        ram = [] if template.ram is None else _ram_args(template.ram, self.image.memory_mib, shared=False)
+        _set_commandline(root, [*ram, "-incoming", "defer"])
         return ET.tostring(root, encoding="unicode")
 
     def _create(self, xml: str, *, paused: bool) -> tuple[Guest, libvirt.virDomain]:
@@ -890,10 +954,11 @@ class WarmPool:
                 try:
                     meta = json.loads(meta_path.read_text())
                     files = [directory / "template.qcow2", directory / "template.state"]
-                    if meta.get("key") == key and all(f.exists() for f in files):
+                    ram = directory / meta["ram"] if meta.get("ram") else None
+                    if meta.get("key") == key and all(f.exists() for f in files + ([ram] if ram else [])):
                         log.info("sandbox template of %s reused from %s", self.image.slug, directory)
                         return _Template(directory, files[0], files[1], meta["xml"], meta["seconds"], True,
-                                         bool(meta.get("helper")), bool(meta.get("served")))
+                                         bool(meta.get("helper")), bool(meta.get("served")), ram)
                 except (OSError, ValueError, KeyError):
                     pass
             for stale in self.work_dir.glob(f"template-{self.image.slug}-*"):
@@ -906,9 +971,21 @@ class WarmPool:
         directory.chmod(0o711)
         disk = overlay.create(directory / "template.qcow2", self.image.base, backing_format="raw",
                               size=overlay.virtual_size(self.image.base))
+        ram = self._ram_file(directory / "template.ram") if self._shared_ram else None
         vm_uuid = str(uuidlib.uuid4())
-        xml = self._domain_xml(vm_uuid, disk, console_log=directory / "console.log")
-        guest, dom = self._create(xml, paused=False)
+        try:
+            guest, dom = self._create(self._domain_xml(vm_uuid, disk, console_log=directory / "console.log",
+                                                       ram=ram), paused=False)
+        except HypervisorError as exc:
+            if ram is None:
+                raise
+            # e.g. a security driver that lets QEMU open only the files libvirt knows of
+            log.warning("the template of %s cannot keep its RAM in %s (%s); clones will copy their RAM",
+                        self.image.slug, ram, exc)
+            ram.unlink(missing_ok=True)
+            ram = None
+            guest, dom = self._create(self._domain_xml(vm_uuid, disk, console_log=directory / "console.log"),
+                                      paused=False)
         try:
             guest.wait_for_agent(timeout=self.boot_timeout)
             booted = time.monotonic() - started
@@ -935,6 +1012,9 @@ class WarmPool:
             try:
                 # QEMU throttles migration to 32 MiB/s unless told otherwise
                 _monitor(dom, {"execute": "migrate-set-parameters", "arguments": {"max-bandwidth": 1 << 40}})
+                if ram is not None:
+                    # the RAM stays in its file: the state holds the devices only
+                    _monitor(dom, _IGNORE_SHARED)
                 _monitor(dom, {"execute": "getfd", "arguments": {"fdname": "oh-template"}}, [fd])
             finally:
                 os.close(fd)
@@ -946,16 +1026,40 @@ class WarmPool:
             except HypervisorError as exc:
                 log.warning("could not remove template VM %s: %s", guest.name, exc)
             _remove_log(self.host, guest.name)
+        for path in (disk, state, ram):
+            if path is not None:    # on disk before template.json says the template is whole
+                _fsync(path)
         seconds = round(time.monotonic() - started, 3)
         meta = {"key": key, "xml": migratable, "seconds": seconds, "boot_seconds": round(booted, 3),
                 "state_bytes": state.stat().st_size, "created": time.time(), "helper": helper is not None,
-                "served": served}
+                "served": served, "ram": ram.name if ram is not None else None}
         tmp = directory / "template.json.tmp"
         tmp.write_text(json.dumps(meta))
         tmp.rename(directory / "template.json")
         log.info("sandbox template of %s ready in %.1f s (boot %.1f s, state %d MiB)", self.image.slug,
                  seconds, booted, meta["state_bytes"] >> 20)
-        return _Template(directory, disk, state, migratable, seconds, False, helper is not None, served)
+        return _Template(directory, disk, state, migratable, seconds, False, helper is not None, served, ram)
+
+    def _ram_file(self, path: Path) -> Path | None:
+        """An empty file for the template's RAM, owned by the user QEMU runs as (QEMU opens it read-
+        write even to map it copy-on-write); None when that user is unknown or the file cannot be
+        given to it: the RAM then travels in the state file, and every clone copies it."""
+        owner = _qemu_owner(self.host.connection.get(), str(self.host.accelerator.domain_type))
+        if owner is None:
+            log.warning("libvirt names no DAC user for QEMU; sandbox clones will copy their RAM")
+            return None
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.ftruncate(fd, self.image.memory_mib * 1024**2)
+                os.fchown(fd, *owner)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.warning("cannot prepare %s for QEMU (%s); sandbox clones will copy their RAM", path, exc)
+            path.unlink(missing_ok=True)
+            return None
+        return path
 
     # --- clones ---------------------------------------------------------------------------------------
     def _prepare_clone(self, template: _Template) -> _Vm:
@@ -975,6 +1079,8 @@ class WarmPool:
                 _monitor(dom, {"execute": "getfd", "arguments": {"fdname": "oh-state"}}, [fd])
             finally:
                 os.close(fd)
+            if template.ram is not None:
+                _monitor(dom, _IGNORE_SHARED)     # the RAM is the template's file, not in the state
             _monitor(dom, {"execute": "migrate-incoming", "arguments": {"uri": "fd:oh-state"}})
             _wait_migration(dom, timeout=120)
             vm.port = self._connect_port(guest)

@@ -8,6 +8,7 @@ sessions, so the template is normally reused; delete it to measure a fresh one. 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -187,6 +188,22 @@ def test_guest_has_no_network_and_fresh_clock_and_entropy(pool):
     assert random1 != second.output.decode().strip(), "clones of one state must not share their RNG"
 
 
+def test_memory_written_in_one_run_stays_in_its_vm(pool):
+    """Clones map the template's RAM copy-on-write: what a run writes to guest RAM (a tmpfs file)
+    reaches neither the template's RAM file nor the next run."""
+    ram = pool._template.ram
+    assert ram is not None and ram.exists()
+    assert pool._template.state.stat().st_size < 16 << 20, "the state holds the devices, not the RAM"
+    before = hashlib.sha256(ram.read_bytes()).hexdigest()
+    marker = os.urandom(8).hex()
+    first = run(pool, f"echo {marker} > /dev/shm/marker; head -c 8M /dev/urandom > /dev/shm/noise; "
+                      "cat /dev/shm/marker")
+    assert first.output == f"{marker}\n".encode()
+    second = run(pool, "ls -A /dev/shm; echo end")
+    assert second.output == b"end\n"
+    assert hashlib.sha256(ram.read_bytes()).hexdigest() == before
+
+
 def test_timeout_destroys_the_vm(pool, host):
     started = time.monotonic()
     result = run(pool, "echo started; while :; do :; done", timeout=3)
@@ -265,7 +282,11 @@ def test_stats(pool):
     assert stats["accelerator"] in ("tcg", "kvm")
     assert stats["run_path"] == "served"
     assert len(stats["rss"]) == pool.size and all(v and v > 32 << 20 for v in stats["rss"].values())
-    print("RSS per pooled VM (MiB):", stats["rss_mib_avg"], "restore seconds:", stats["restore_seconds"])
+    # clones map the template's RAM file: part of what is resident is shared, not their own
+    assert stats["ram"] == "shared"
+    assert 0 < stats["private_mib_avg"] < stats["rss_mib_avg"]
+    print("RSS per pooled VM (MiB):", stats["rss_mib_avg"], "private:", stats["private_mib_avg"],
+          "restore seconds:", stats["restore_seconds"])
     # every pooled VM is a sandbox of this installation, with no NIC, under a memory bound
     conn = pool.host.connection.get()
     for name in stats["rss"]:
@@ -313,6 +334,21 @@ def test_runs_through_the_guest_agent_when_oh_run_does_not_serve(host, image):
         assert (result.exit_code, result.timed_out, result.output) == (137, True, b"started\n")
     finally:
         agent_pool.close()
+
+
+def test_clones_copy_their_ram_when_it_is_not_shared(host, image):
+    """shared_ram=False (what a host whose QEMU cannot open the RAM file falls back to): the RAM
+    travels in the template's state and every clone restores a copy of it."""
+    copying = WarmPool(host, image, WORK / "copied-ram", size=1, shared_ram=False)
+    try:
+        result = copying.run({"m.py": b"print(6 * 7)\n"}, "python3 m.py", timeout=60, output_cap=100)
+        assert (result.exit_code, result.output) == (0, b"42\n")
+        assert copying.stats()["ram"] == "copied"
+        template = copying._template
+        assert template.ram is None and not list(template.directory.glob("*.ram"))
+        assert template.state.stat().st_size > 16 << 20, "the state holds the guest's RAM"
+    finally:
+        copying.close()
 
 
 # --- several pools and cleanup -----------------------------------------------------------------
