@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"burst: {flood['runs']} runs from {flood['clients']} clients in {flood['seconds']:.1f} s = "
           f"{flood['per_second']:.2f}/s, latency p50 {flood['latency_p50']:.2f} s p95 {flood['latency_p95']:.2f} s, "
           f"host CPU {flood['cpu_per_run']:.2f} s per run, {flood['failed']} failed")
-    print(f"QEMU RSS per pooled VM: {stats['rss_mib_avg']} MiB ({len(stats['rss'])} VMs); restore per clone "
+    print(f"QEMU RSS per pooled VM: {stats['rss_mib_avg']} MiB, its own {stats['private_mib_avg']} MiB "
+          f"({len(stats['rss'])} VMs, template RAM {stats['ram']}); restore per clone "
           f"after the burst {final['restore_seconds']:.3f} s")
 
 

@@ -108,7 +108,8 @@ def main() -> None:
             assert result.output == b"2\n" and result.exit_code == 0, result
             direct.append(result.seconds)
         run_path = pool.stats()["run_path"]
-        rss = pool.stats()["rss_mib_avg"]
+        stats = pool.stats()
+        rss, private, ram = stats["rss_mib_avg"], stats["private_mib_avg"], stats["ram"]
         cold = []
         for _ in range(args.cold):
             t0 = time.perf_counter()
@@ -129,7 +130,8 @@ def main() -> None:
           f"cold p50 / API p50: {pct(cold, 50) / pct(api_samples, 50):.1f}x")
     print(f"throughput: {args.burst} sandboxes from {args.clients} clients in {burst_seconds:.1f} s = "
           f"{args.burst / burst_seconds:.2f} sandboxes/s")
-    print(f"QEMU RSS per pooled VM: {rss} MiB (mean over the idle VMs)")
+    print(f"QEMU RSS per pooled VM: {rss} MiB, of which its own {private} MiB (mean over the idle VMs; "
+          f"template RAM {ram})")
     print(f"mean API {statistics.mean(api_samples):.3f} s over {len(api_samples)} samples")
 
 
