@@ -20,7 +20,8 @@ import libvirt
 
 from .connection import Accelerator, Connection, HostInfo, detect_accelerator, host_info, shared_connection
 from .domain import DomainConfig, Owner, check_installation_id, has_prefix, owned_by
-from .errors import DomainNotFound, InvalidConfig, NetworkNotFound, NotOwned, is_connection_error, translate
+from .errors import (DomainNotFound, HypervisorError, InvalidConfig, NetworkNotFound, NotOwned,
+                     is_connection_error, translate)
 from .guest import Guest
 from .networks import Network, NetworkConfig
 from .xmlbuilder import OPENHOSTING_NS
@@ -62,6 +63,24 @@ class Host:
 
     def info(self) -> HostInfo:
         return host_info(self.connection, self.accelerator)
+
+    def qemu_user(self) -> tuple[int, int] | None:
+        """The uid and gid libvirt runs QEMU as for this host's domain type (the DAC driver's base
+        label in the capabilities), or None when libvirt does not say."""
+        try:
+            caps = ET.fromstring(self._call("read capabilities", "getCapabilities"))
+        except (HypervisorError, ET.ParseError):
+            return None
+        domain_type = str(self.accelerator.domain_type)
+        for model in caps.findall("host/secmodel"):
+            if model.findtext("model") != "dac":
+                continue
+            labels = {label.get("type"): label.text or "" for label in model.findall("baselabel")}
+            label = labels.get(domain_type) or next(iter(labels.values()), "")
+            match = re.fullmatch(r"\+?(\d+):\+?(\d+)", label.strip())
+            if match:
+                return int(match.group(1)), int(match.group(2))
+        return None
 
     # --- ownership ----------------------------------------------------------------------------
     def owns_domain(self, dom: libvirt.virDomain) -> bool:

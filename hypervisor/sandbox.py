@@ -342,23 +342,6 @@ def _qemu_memory(name: str) -> tuple[int, int] | None:
         return None
 
 
-def _qemu_owner(conn: libvirt.virConnect, domain_type: str) -> tuple[int, int] | None:
-    """The uid and gid libvirt runs QEMU as (its DAC label), or None when it does not say."""
-    try:
-        caps = ET.fromstring(conn.getCapabilities())
-    except (libvirt.libvirtError, ET.ParseError):
-        return None
-    for model in caps.findall("host/secmodel"):
-        if model.findtext("model") != "dac":
-            continue
-        labels = {label.get("type"): label.text or "" for label in model.findall("baselabel")}
-        label = labels.get(domain_type) or next(iter(labels.values()), "")
-        match = re.fullmatch(r"\+?(\d+):\+?(\d+)", label.strip())
-        if match:
-            return int(match.group(1)), int(match.group(2))
-    return None
-
-
 def _ram_args(path: Path, memory_mib: int, *, shared: bool) -> list[str]:
     """QEMU arguments that put the guest's RAM in ``path``: written through while ``shared``
     (the template), else mapped copy-on-write (a clone: what it writes stays its own)."""
@@ -973,9 +956,9 @@ class WarmPool:
                               size=overlay.virtual_size(self.image.base))
         ram = self._ram_file(directory / "template.ram") if self._shared_ram else None
         vm_uuid = str(uuidlib.uuid4())
+        console_log = directory / "console.log"
         try:
-            guest, dom = self._create(self._domain_xml(vm_uuid, disk, console_log=directory / "console.log",
-                                                       ram=ram), paused=False)
+            guest, dom = self._create(self._domain_xml(vm_uuid, disk, console_log=console_log, ram=ram), paused=False)
         except HypervisorError as exc:
             if ram is None:
                 raise
@@ -984,8 +967,7 @@ class WarmPool:
                         self.image.slug, ram, exc)
             ram.unlink(missing_ok=True)
             ram = None
-            guest, dom = self._create(self._domain_xml(vm_uuid, disk, console_log=directory / "console.log"),
-                                      paused=False)
+            guest, dom = self._create(self._domain_xml(vm_uuid, disk, console_log=console_log), paused=False)
         try:
             guest.wait_for_agent(timeout=self.boot_timeout)
             booted = time.monotonic() - started
@@ -1044,7 +1026,7 @@ class WarmPool:
         """An empty file for the template's RAM, owned by the user QEMU runs as (QEMU opens it read-
         write even to map it copy-on-write); None when that user is unknown or the file cannot be
         given to it: the RAM then travels in the state file, and every clone copies it."""
-        owner = _qemu_owner(self.host.connection.get(), str(self.host.accelerator.domain_type))
+        owner = self.host.qemu_user()
         if owner is None:
             log.warning("libvirt names no DAC user for QEMU; sandbox clones will copy their RAM")
             return None

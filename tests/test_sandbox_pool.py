@@ -340,8 +340,7 @@ def test_clones_copy_their_ram_when_qemu_cannot_open_the_ram_file(host, image, m
     """A template whose QEMU cannot open the RAM file (here: the file is given to root, not to
     QEMU's user; elsewhere e.g. a security driver) is made again with its RAM in the state, and
     every clone restores a copy of it: the same path as ``shared_ram=False``."""
-    import hypervisor.sandbox as sandbox
-    monkeypatch.setattr(sandbox, "_qemu_owner", lambda conn, domain_type: (0, 0))
+    monkeypatch.setattr(host, "qemu_user", lambda: (0, 0))
     copying = WarmPool(host, image, WORK / "copied-ram", size=1)
     try:
         result = copying.run({"m.py": b"print(6 * 7)\n"}, "python3 m.py", timeout=60, output_cap=100)
