@@ -206,7 +206,8 @@ static void as_root(void) {
 /* In a child: become uid/gid for good, default signals, the user's environment. */
 static void child_setup(uid_t uid, gid_t gid, const char *cwd) {
     sigprocmask(SIG_SETMASK, &old_mask, 0);
-    signal(SIGPIPE, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);             /* ignored here, and ignored signals survive exec */
+    signal(SIGHUP, SIG_DFL);
     int adj = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
     if (adj >= 0) { write_all(adj, "0", 1); close(adj); }
     if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0) _exit(126);
