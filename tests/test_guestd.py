@@ -280,20 +280,21 @@ def test_pty_round_trip_resize_and_exit(ch, guest):
 
 def test_pty_close_hangs_up_but_nohup_and_setsid_survive(ch, guest):
     pty = ch.pty_open()
-    pty.write(b"nohup sleep 60 >/dev/null 2>&1 & echo N=$!; setsid sleep 61 & sleep 62 & echo J=$!; echo done-$((6*7))\n")
-    out = pty.read_until(b"done-42", 10).decode()
+    pty.write(b"nohup sleep 60 >/dev/null 2>&1 & echo N=$!; sleep 62 & echo J=$!; "
+              b"setsid sh -c 'echo S=$$; exec sleep 61 </dev/null >/dev/null 2>&1' &\n")
+    out = ""
+    while not re.search(r"S=\d+\r", out):      # printed once it is in its own session
+        out += pty.read_until(b"\n", 10).decode()
     nohup_pid = int(re.search(r"N=(\d+)", out).group(1))      # (the terminal echoes N=$! first)
     job_pid = int(re.search(r"J=(\d+)", out).group(1))
+    setsid_pid = int(re.search(r"S=(\d+)", out).group(1))
     shell = pty.pid
     pty.close()
     _gone(shell)
     _gone(job_pid)                        # a plain job got the shell's SIGHUP
-    assert _alive(nohup_pid)
+    assert _alive(nohup_pid) and _alive(setsid_pid)
     os.kill(nohup_pid, 9)
-    setsid_pids = list(map(int, ch.exec("pgrep -x -f 'sleep 61' || true").stdout.split()))
-    assert setsid_pids                    # the setsid one survived too
-    for pid in setsid_pids:
-        os.kill(pid, 9)
+    os.kill(setsid_pid, 9)
 
 
 def test_several_ptys_at_once(ch):

@@ -70,7 +70,6 @@ badrequest, io.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import struct
 import subprocess
@@ -78,12 +77,14 @@ import tempfile
 from pathlib import Path
 
 from ..errors import HypervisorError
+from . import build as guest_build
+from .image import GUEST_CONTROL
 
 #: The virtio-serial port oh-guest serves.
-PORT_NAME = "org.openhosting.guest"
+PORT_NAME = GUEST_CHANNEL = "org.openhosting.guest"
 #: Where templates put the binary in the guest (tmpfs: the image does not carry it).
-GUEST_PATH = "/run/oh-guest"
-SOURCE_PATH = Path(__file__).parent / "guest" / "oh-guest.c"
+GUEST_PATH = f"{GUEST_CONTROL}/oh-guest"
+SOURCE_PATH = guest_build.SOURCES / "oh-guest.c"
 
 MAGIC = b"OHGUEST1"
 MAX_PAYLOAD = 65536
@@ -200,17 +201,16 @@ def error_from(payload: bytes) -> GuestError:
 
 # --- the binary --------------------------------------------------------------------------------
 
-def source() -> str:
-    return SOURCE_PATH.read_text()
-
-
-DIGEST = hashlib.sha256(SOURCE_PATH.read_bytes()).hexdigest()[:16]
-
-
 def build(cache_dir: Path, *, static: bool = True, compiler: str | None = None) -> Path:
-    """The ``oh-guest`` binary for this source, compiled into ``cache_dir`` once (gcc, -static for
-    guests; tests on the host may build it dynamic). Raises GuestError when it cannot be built."""
-    target = Path(cache_dir) / f"oh-guest-{DIGEST}{'' if static else '-dyn'}"
+    """The ``oh-guest`` binary for this source, compiled into ``cache_dir`` once (static for guests,
+    by `build.compile_static`; tests that run it on the host may build it dynamic). Raises
+    GuestError when it cannot be built."""
+    if static:
+        made = guest_build.compile_static(SOURCE_PATH, cache_dir, compiler=compiler)
+        if made is None:
+            raise GuestError(reason="oh-guest cannot be built (no C compiler or static libc)")
+        return made
+    target = Path(cache_dir) / f"oh-guest-{guest_build.digest(SOURCE_PATH)}-dyn"
     if target.exists():
         return target
     cc = compiler or shutil.which("gcc") or shutil.which("cc")
@@ -219,8 +219,7 @@ def build(cache_dir: Path, *, static: bool = True, compiler: str | None = None) 
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
         out = Path(tmp) / "oh-guest"
-        flags = ["-static", "-s"] if static else ["-g"]
-        done = subprocess.run([cc, *flags, "-Os", "-Wall", "-o", str(out), str(SOURCE_PATH)],
+        done = subprocess.run([cc, "-g", "-O2", "-Wall", "-o", str(out), str(SOURCE_PATH)],
                               capture_output=True, text=True, timeout=180)
         if done.returncode != 0:
             raise GuestError(reason=f"building oh-guest failed: {done.stderr[-2000:]}")
@@ -229,5 +228,14 @@ def build(cache_dir: Path, *, static: bool = True, compiler: str | None = None) 
 
 
 def guest_argv(path: str = GUEST_PATH) -> list[str]:
-    """How a template starts oh-guest in the guest (as root, in its own session, in the background)."""
+    """How a template starts oh-guest in the guest (as root; the template runs it in its own session)."""
     return [path, "--port", PORT_NAME]
+
+
+def program(cache_dir: Path) -> tuple[Path, list[str]] | None:
+    """The registry's build hook (`programs.GuestProgram`): the static binary and its argv, or None
+    when it cannot be built here (the template then leaves oh-guest out)."""
+    try:
+        return build(cache_dir), guest_argv()
+    except GuestError:
+        return None

@@ -205,6 +205,7 @@ static void as_root(void) {
 
 /* In a child: become uid/gid for good, default signals, the user's environment. */
 static void child_setup(uid_t uid, gid_t gid, const char *cwd) {
+    signal(SIGIO, SIG_DFL);
     sigprocmask(SIG_SETMASK, &old_mask, 0);
     signal(SIGPIPE, SIG_DFL);             /* ignored here, and ignored signals survive exec */
     signal(SIGHUP, SIG_DFL);
@@ -938,9 +939,11 @@ static void parse(void) {
 
 /* ---- children and their pipes -------------------------------------------------------------- */
 
+static int port_news;                     /* SIGIO: the port's host end connected, or data came */
+
 static void reap(void) {
     struct signalfd_siginfo si;
-    while (read(sig_fd, &si, sizeof si) > 0) {}
+    while (read(sig_fd, &si, sizeof si) > 0) if (si.ssi_signo == SIGIO) port_news = 1;
     int st;
     pid_t pid;
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
@@ -1111,6 +1114,7 @@ int main(int argc, char **argv) {
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGCHLD);
+    sigaddset(&mask, SIGIO);
     sigprocmask(SIG_BLOCK, &mask, &old_mask);
     sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     setgroups(0, 0);
@@ -1137,6 +1141,9 @@ int main(int argc, char **argv) {
         tcsetattr(port_fd, TCSANOW, &t);
     }
     set_nonblock(port_fd);
+    /* virtio_console signals SIGIO when the host end connects: no need to look often meanwhile */
+    fcntl(port_fd, F_SETOWN, getpid());
+    fcntl(port_fd, F_SETFL, fcntl(port_fd, F_GETFL) | O_ASYNC);
 
     long long port_retry_at = 0, backoff = 2;
     static struct pollfd pf[2 + 3 * MAX_CHANS];
@@ -1169,6 +1176,7 @@ int main(int argc, char **argv) {
         }
         if (poll(pf, (nfds_t)n, (int)wait) < 0 && errno != EINTR) return 1;
         if (pf[0].revents) reap();
+        if (port_news) { port_news = 0; port_retry_at = 0; backoff = 2; }
         if (port_slot >= 0 && (pf[port_slot].revents & (POLLIN | POLLHUP | POLLERR))) {
             ssize_t got = read(port_fd, in_buf + in_len, sizeof in_buf - in_len);
             if (got > 0) { in_len += (size_t)got; parse(); backoff = 2; }
@@ -1176,7 +1184,7 @@ int main(int argc, char **argv) {
                 if (port_is_socket || (got < 0 && errno != EIO)) return 0;   /* the host end is gone for good */
                 /* a virtio port without a host reads as ended: look again shortly, a little later each time */
                 port_retry_at = now_ms() + backoff;
-                if (backoff < 50) backoff *= 2;
+                if (backoff < 1000) backoff *= 2;
             }
         }
         if (ob_len) {
