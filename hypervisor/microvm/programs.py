@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import runport
+from . import guestd, runport
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class GuestProgram:
 
 PROGRAMS: tuple[GuestProgram, ...] = (
     GuestProgram("oh-run", runport.RUN_CHANNEL, runport.build),
+    GuestProgram("oh-guest", guestd.GUEST_CHANNEL, guestd.program),
 )
 
 
