@@ -12,6 +12,7 @@ from .config import Settings
 from .db import Database
 from .http import TEXT
 from .pages import PageHeaders
+from .resources import description
 from .resources import drives as drive_resources
 from .resources import netresources
 from .resources import sandboxes as sandbox_resources
@@ -74,6 +75,7 @@ def create_app(services: Services) -> falcon.App:
     netresources.add_routes(app, services.resources, services.settings.max_body)
     server_resources.add_routes(app, services.servers, services.settings.max_body)
     sandbox_resources.add_routes(app, services.sandboxes, services.settings.max_body)
+    description.add_routes(app, table)
     return app
 
 
