@@ -20,7 +20,7 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
                                                status_code_conformance)
 
-EXAMPLES = 25
+EXAMPLES = 20
 # Operations that start VMs get fewer examples (each may cost seconds under TCG).
 FEWER = {"servers_create": 6, "server_start": 6, "server_reset": 4, "sandboxes_create": 8}
 CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]

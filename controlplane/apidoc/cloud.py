@@ -54,6 +54,7 @@ SCHEMAS = {
     "DriveFields": {
         "type": "object",
         "description": "create needs name and size; set takes any of them",
+        "examples": [{"name": "system", "size": "1G"}, {"name": "data", "size": 1048576, "tags": "db", "user:role": "x"}],
         "properties": {
             "name": NAME_VALUE, "size": SIZE,
             "claim:type": {"enum": ["exclusive", "shared"]}, "readers": UUIDS, "tags": TAGS,
@@ -86,6 +87,7 @@ SCHEMAS = {
         "type": "object",
         "description": "configuration keys; create needs name (cpu 1000, smp auto, mem 512, persistent false "
                        "by default); an empty value removes a key",
+        "examples": [{"name": "web", "mem": 256, "cpu": 1000, "persistent": "true"}],
         "properties": {
             "name": NAME_VALUE, "cpu": _number(100, 1_000_000), "smp": {"anyOf": [{"const": "auto"}, _number(1, 64)]},
             "mem": {**_number(32, 1024 * 1024), "description": "MB"}, "persistent": {"enum": ["true", "false"]},
@@ -117,6 +119,7 @@ SCHEMAS = {
     },
     "ResourceFields": {
         "type": "object",
+        "examples": [{"name": "office", "tags": "lan"}],
         "properties": {"name": {"type": "string", "maxLength": 256}, "tags": TAGS},
         "patternProperties": USER_VALUES,
         "additionalProperties": False,
