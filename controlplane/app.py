@@ -20,6 +20,7 @@ from .resources import sandboxes as sandbox_resources
 from .resources import servers as server_resources
 from .services.accounts import Accounts
 from .services.drives import Drives
+from .services.ippool import public_pool
 from .services.resources import PublicNetwork, Resources
 from .services.sandboxes import Sandboxes
 from .services.servers import Claims, Servers
@@ -60,9 +61,10 @@ def build_services(settings: Settings) -> Services:
     db = Database(settings)
     pool = DrivePool(settings.drive_dir, reserve=settings.pool_reserve)
     drives = Drives(db, pool, settings, claims=Claims())
-    resources = Resources(db, PublicNetwork(settings.ip_pool))
+    ip_pool = public_pool(settings)
+    resources = Resources(db, PublicNetwork(ip_pool))
     host = Host(settings.installation_id, uri=settings.libvirt_uri)
-    substrate = ServerSubstrate(host, settings.run_dir, settings.ip_pool, settings.console_address,
+    substrate = ServerSubstrate(host, settings.run_dir, ip_pool, settings.console_address,
                                 settings.public_forward)
     from storage.uploads import UploadStore
 
