@@ -23,6 +23,7 @@ from .services.drives import Drives
 from .services.ippool import public_pool
 from .services.resources import PublicNetwork, Resources
 from .services.sandboxes import Sandboxes
+from .services.throttle import AuthThrottle
 from .services.servers import Claims, Servers
 from storage.errors import BadData, ChunkTooLarge, OutOfBounds, PoolFull, StorageError
 from storage.pool import DrivePool
@@ -84,8 +85,9 @@ def build_services(settings: Settings) -> Services:
 class BasicAuth:
     """Every request carries HTTP Basic credentials: user UUID and secret API key."""
 
-    def __init__(self, accounts: Accounts):
+    def __init__(self, accounts: Accounts, throttle: AuthThrottle):
         self.accounts = accounts
+        self.throttle = throttle
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         header = req.get_header("Authorization") or ""
@@ -96,7 +98,8 @@ class BasicAuth:
             user, _, secret = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise Unauthorized("malformed Basic authorization header") from None
-        req.context.user = self.accounts.authenticate(user, secret)
+        # the backoff after failed attempts (services/throttle.py) wraps the check: keep it one call
+        req.context.user = self.throttle.authenticate(req.remote_addr, user, secret, self.accounts.authenticate)
 
 
 def _render_error(req: falcon.Request, resp: falcon.Response, status: int, kind: str, message: str) -> None:
@@ -166,7 +169,8 @@ def _unexpected(req, resp, exc: Exception, params) -> None:
 
 
 def create_app(services: Services) -> falcon.App:
-    app = falcon.App(middleware=[BasicAuth(services.accounts)], media_type=TEXT)
+    auth = BasicAuth(services.accounts, AuthThrottle.for_settings(services.settings))
+    app = falcon.App(middleware=[auth], media_type=TEXT)
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.secure_cookies_by_default = False
     # Order matters: Falcon picks the most specific handler registered.
