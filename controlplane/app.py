@@ -144,7 +144,7 @@ def _falcon_error(req, resp, exc: falcon.HTTPError, params) -> None:
 
 def _hypervisor_error(req, resp, exc, params) -> None:
     from hypervisor.errors import (ConnectionFailed, ConnectionLost, DomainNotFound, InvalidConfig,
-                                   InvalidState, Unsupported)
+                                   InvalidState, NetworkUnavailable, Unsupported)
 
     log.warning("hypervisor error on %s %s: %s %s", req.method, req.path, type(exc).__name__, exc.context)
     if isinstance(exc, (InvalidConfig, Unsupported)):
@@ -153,6 +153,10 @@ def _hypervisor_error(req, resp, exc, params) -> None:
         _render_error(req, resp, 400, "usage", exc.message if own else "the server configuration was refused")
     elif isinstance(exc, (ConnectionLost, ConnectionFailed)):
         _render_error(req, resp, 500, "system", "the hypervisor is not reachable right now; try again")
+    elif isinstance(exc, NetworkUnavailable):
+        log.error("%s; check the host's addresses against the installation's IP pool", exc.message)
+        _render_error(req, resp, 503, "system", "the network is not available on this host right now; "
+                                                "the operator has been told")
     elif isinstance(exc, InvalidState):
         _render_error(req, resp, 409, "busy", "the server is in a state that does not allow this now")
     elif isinstance(exc, DomainNotFound):

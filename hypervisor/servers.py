@@ -14,7 +14,8 @@ from pathlib import Path
 
 from . import defaults
 from .domain import DomainConfig
-from .errors import DomainNotFound, HypervisorError, InvalidState, NetworkNotFound
+from .errors import (DomainNotFound, HypervisorError, InvalidState, NetworkNotFound, NetworkUnavailable,
+                     OperationFailed)
 from .guest import ApiState, Guest
 from .host import Host
 from .networks import NetworkConfig, network_config
@@ -105,7 +106,12 @@ class ServerSubstrate:
             if net is None:
                 net = self.host.define_network(config)
             if not net.is_active():
-                net.start()
+                try:
+                    net.start()
+                except OperationFailed as exc:
+                    # checked free at start (services/ippool.py); taken since by something outside
+                    # libvirt's knowledge: the operator's problem, not a failed request
+                    raise NetworkUnavailable(network=config.name, reason=exc.context.get("reason", "?")) from exc
         return config.name
 
     def remove_vlan(self, vlan: str) -> None:

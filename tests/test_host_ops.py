@@ -173,3 +173,30 @@ def test_pool_picking_skips_libvirt_networks_and_addresses(pair):
         pool = ipaddress.IPv4Network((inst.state_dir / "ip-pool").read_text().strip())
         mine = f"oh-{installation_id(inst)}-pub"
         assert [n for n, r in ranges if r.overlaps(pool) and n != mine] == []
+
+
+def test_a_range_taken_after_start_answers_503_not_500(fresh_installation):
+    """Something outside libvirt takes the range after the start-up check (a bridge with an address
+    in it): creating a server with a NIC answers 503 with a fixed message and logs what happened;
+    once the range is free again the same request works."""
+    from .conftest import random_pool
+
+    pool = ipaddress.IPv4Network(random_pool())
+    site = fresh_installation(OPENHOSTING_IP_POOL=str(pool))
+    api = site.client(site.create_user("ops"))
+    bridge = f"ohtst{installation_id(site)[:6]}"
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", f"{pool[1]}/24", "dev", bridge], check=True)
+        subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
+        body = {"name": "vm", "cpu": "1000", "mem": "64", "nic:0:model": "e1000", "nic:0:dhcp": "auto"}
+        r = api.post_kv("/servers/create", body)
+        assert (r.status, r.error) == (503, "system"), r.text
+        assert "network is not available" in r.text and bridge not in r.text
+        assert f"already in use by interface {bridge}" in (site.state_dir / "api.log").read_text()
+        assert api.get("/servers/list").text.strip() == ""      # nothing half-made
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], check=True)
+    r = api.post_kv("/servers/create", body)
+    assert r.status == 200 and r.kv()["status"] == "active", r.text
+    assert api.post(f"/servers/{r.kv()['server']}/destroy").status == 204
