@@ -28,7 +28,7 @@ import libvirt
 from .errors import translate
 
 #: Where the host-wide lock lives; /run is per boot, which is what a lock needs.
-LOCK_DIR = Path(os.environ.get("OPENHOSTING_HOST_LOCK_DIR", "/run/openhosting"))
+LOCK_DIR = Path("/run/openhosting")
 
 #: The ranges picked from, in order: 10.77.0.0/24 first (the old fixed default), then the rest of
 #: 10/8 upwards and around, then 172.16/12 and 192.168/16.

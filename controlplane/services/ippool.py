@@ -48,7 +48,7 @@ def public_pool(settings: Settings) -> str:
         return ensure(settings)
 
 
-def _substrate(settings: Settings, cidr: str):
+def _substrate(settings: Settings, cidr: str = ""):
     from hypervisor.host import Host
     from hypervisor.servers import ServerSubstrate
 
@@ -77,11 +77,11 @@ def ensure(settings: Settings) -> str:
             PublicNetwork(settings.ip_pool)
         except ValueError as exc:
             raise PoolConflict(str(exc)) from None
-    probe = _substrate(settings, settings.ip_pool or "0.0.0.0/24")
+    probe = _substrate(settings)      # to read this installation's public network, whatever its range
     host = probe.host
     try:
         with subnets.host_lock():
-            own = {net.name: net for net in host.networks()}
+            own = [net.name for net in host.networks()]
             lv_uses, bridges = subnets.libvirt_uses(host.connection.get(), own)
             uses = lv_uses + subnets.interface_uses(bridges)
             cidr = _choose(settings, uses, probe.public_network_subnet())
@@ -100,6 +100,8 @@ def ensure(settings: Settings) -> str:
 
 
 def _choose(settings: Settings, uses, own_subnet: ipaddress.IPv4Network | None) -> str:
+    from hypervisor.subnets import overlapping, pick_free
+
     path = _pool_file(settings)
     if settings.ip_pool:
         cidr, source = settings.ip_pool, f"{VARIABLE}={settings.ip_pool}"
@@ -111,11 +113,9 @@ def _choose(settings: Settings, uses, own_subnet: ipaddress.IPv4Network | None) 
             cidr = None
     if cidr is None:
         # An installation from before the pick kept its public network: adopt its range.
-        if own_subnet is not None and not subnets_overlap(own_subnet, uses):
+        if own_subnet is not None and not overlapping(own_subnet, uses):
             chosen = own_subnet
         else:
-            from hypervisor.subnets import pick_free
-
             chosen = pick_free(uses)
             if chosen is None:
                 raise PoolConflict(f"no free private /24 is left on this host; set {VARIABLE} to a free range")
@@ -123,17 +123,11 @@ def _choose(settings: Settings, uses, own_subnet: ipaddress.IPv4Network | None) 
         log.info("picked %s for the public network (kept in %s)", chosen, path)
         return str(chosen)
     net = ipaddress.IPv4Network(cidr)
-    clashes = [u for u in uses if u.net.overlaps(net)]
+    clashes = overlapping(net, uses)
     if clashes:
-        from hypervisor.subnets import pick_free
-
         free = pick_free(uses)
         hint = f"set {VARIABLE} to a free range such as {free}" if free else f"free a range and set {VARIABLE}"
         if settings.ip_pool:
             hint += ", or unset it to have a free one picked and kept"
         raise PoolConflict(f"{source} overlaps {_describe(clashes)}: {hint}")
     return cidr
-
-
-def subnets_overlap(net: ipaddress.IPv4Network, uses) -> bool:
-    return any(u.net.overlaps(net) for u in uses)
