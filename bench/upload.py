@@ -128,6 +128,7 @@ def main() -> None:
             a_up, a_down, allocated = through_api(api, image, size, chunk, args.jobs)
         finally:
             inst.stop()
+            inst.purge_libvirt()   # the public network it reserved at start
     mb = size / 1e6
     print(f"image {size} bytes, half zeros; chunks of {chunk} bytes; {args.jobs} request(s) in flight")
     print(f"{'':10}{'API MB/s':>12}{'baseline MB/s':>16}{'ratio':>8}")

@@ -118,6 +118,7 @@ def main() -> None:
                 assert api.post(f"/drives/{drive}/destroy").status == 204
         finally:
             inst.stop()
+            inst.purge_libvirt()   # the public network it reserved at start
     mb = size / 1e6
     base = rows[0][1]
     print(f"image {size} bytes: random and zero blocks of {block} bytes alternating (half zeros); "

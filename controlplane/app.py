@@ -19,9 +19,11 @@ from .resources import sandboxes as sandbox_resources
 from .resources import servers as server_resources
 from .services.accounts import Accounts
 from .services.drives import Drives
+from .services.ippool import public_pool
 from .services.resources import PublicNetwork, Resources
 from .services.sandboxes import Sandboxes
 from .services.servers import Claims, Servers
+from .services.throttle import AuthThrottle
 from storage.pool import DrivePool
 
 log = logging.getLogger("openhosting.api")
@@ -46,9 +48,10 @@ def build_services(settings: Settings) -> Services:
     db = Database(settings)
     pool = DrivePool(settings.drive_dir, reserve=settings.pool_reserve)
     drives = Drives(db, pool, settings, claims=Claims())
-    resources = Resources(db, PublicNetwork(settings.ip_pool))
+    ip_pool = public_pool(settings)
+    resources = Resources(db, PublicNetwork(ip_pool))
     host = Host(settings.installation_id, uri=settings.libvirt_uri)
-    substrate = ServerSubstrate(host, settings.run_dir, settings.ip_pool, settings.console_address,
+    substrate = ServerSubstrate(host, settings.run_dir, ip_pool, settings.console_address,
                                 settings.public_forward)
     from storage.uploads import UploadStore
 
@@ -66,7 +69,7 @@ def build_services(settings: Settings) -> Services:
 
 
 def create_app(services: Services) -> falcon.App:
-    table = faces.build_table(services.accounts)
+    table = faces.build_table(services.accounts, AuthThrottle.for_settings(services.settings))
     app = falcon.App(middleware=[faces.FaceMiddleware(table), PageHeaders()], media_type=TEXT)
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.secure_cookies_by_default = False

@@ -15,6 +15,7 @@ import falcon
 
 from .errors import Unauthorized
 from .services.accounts import Accounts
+from .services.throttle import AuthThrottle
 
 
 class Authenticator(Protocol):
@@ -28,8 +29,9 @@ class BasicAuth:
 
     challenge = 'Basic realm="openhosting"'
 
-    def __init__(self, accounts: Accounts):
+    def __init__(self, accounts: Accounts, throttle: AuthThrottle | None = None):
         self.accounts = accounts
+        self.throttle = throttle
 
     def authenticate(self, req: falcon.Request) -> str:
         header = req.get_header("Authorization") or ""
@@ -40,4 +42,7 @@ class BasicAuth:
             user, _, secret = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise Unauthorized("malformed Basic authorization header") from None
-        return self.accounts.authenticate(user, secret)
+        if self.throttle is None:
+            return self.accounts.authenticate(user, secret)
+        # the backoff after failed attempts (services/throttle.py) wraps the check
+        return self.throttle.authenticate(req.remote_addr, user, secret, self.accounts.authenticate)

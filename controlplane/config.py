@@ -44,8 +44,9 @@ class Settings:
     reconcile_interval: float = 3.0
     # The public network: an isolated libvirt network on this CIDR. Its first address is the host's;
     # the lower half of the rest is the static pool users take IP resources from, the upper half is
-    # leased by DHCP to `nic:N:dhcp auto`.
-    ip_pool: str = "10.77.0.0/24"
+    # leased by DHCP to `nic:N:dhcp auto`. Empty: a free private /24 is picked once and kept in the
+    # state directory (services/ippool.py).
+    ip_pool: str = ""
     # Forward mode of the public network: "" (isolated: guests reach only each other and the host) or
     # "nat" / "route" / "open" (libvirt forward modes) to give guests an uplink in production.
     public_forward: str = ""
@@ -112,7 +113,7 @@ class Settings:
             user_drive_quota=_env_size(env, "OPENHOSTING_USER_DRIVE_QUOTA", cls.user_drive_quota),
             reconcile_interval=float(env.get("OPENHOSTING_RECONCILE_INTERVAL", cls.reconcile_interval)),
             job_poll_interval=float(env.get("OPENHOSTING_JOB_POLL_INTERVAL", cls.job_poll_interval)),
-            ip_pool=env.get("OPENHOSTING_IP_POOL", cls.ip_pool),
+            ip_pool=env.get("OPENHOSTING_IP_POOL", cls.ip_pool).strip(),
             public_forward=env.get("OPENHOSTING_PUBLIC_FORWARD", cls.public_forward),
             console_address=env.get("OPENHOSTING_CONSOLE_ADDRESS", cls.console_address),
             sandbox_timeout=int(env.get("OPENHOSTING_SANDBOX_TIMEOUT", cls.sandbox_timeout)),

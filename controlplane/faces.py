@@ -36,6 +36,7 @@ from .errors import DomainError
 from .http import JSON, TEXT
 from .problems import Problem
 from .services.accounts import Accounts
+from .services.throttle import AuthThrottle
 from storage.errors import StorageError
 
 Renderer = Callable[[falcon.Request, falcon.Response, Problem], None]
@@ -88,8 +89,8 @@ def json_body(resp: falcon.Response, problem: Problem) -> None:
 
 # ---- the table ------------------------------------------------------------------------------------
 
-def build_table(accounts: Accounts) -> FaceTable:
-    basic = BasicAuth(accounts)
+def build_table(accounts: Accounts, throttle: AuthThrottle | None = None) -> FaceTable:
+    basic = BasicAuth(accounts, throttle)
     cloud = Face("cloud", ("/drives", "/servers", "/resources"), basic, cloud_error)
     faces = [
         cloud,

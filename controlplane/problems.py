@@ -71,7 +71,7 @@ def from_falcon(req: falcon.Request, exc: falcon.HTTPError) -> Problem:
 
 def from_hypervisor(req: falcon.Request, exc) -> Problem:
     from hypervisor.errors import (ConnectionFailed, ConnectionLost, DomainNotFound, InvalidConfig,
-                                   InvalidState, Unsupported)
+                                   InvalidState, NetworkUnavailable, Unsupported)
 
     log.warning("hypervisor error on %s %s: %s %s", req.method, req.path, type(exc).__name__, exc.context)
     if isinstance(exc, (InvalidConfig, Unsupported)):
@@ -80,6 +80,10 @@ def from_hypervisor(req: falcon.Request, exc) -> Problem:
         return Problem(400, "usage", exc.message if own else "the server configuration was refused", exc)
     if isinstance(exc, (ConnectionLost, ConnectionFailed)):
         return Problem(500, "system", "the hypervisor is not reachable right now; try again", exc)
+    if isinstance(exc, NetworkUnavailable):
+        log.error("%s; check the host's addresses against the installation's IP pool", exc.message)
+        return Problem(503, "system", "the network is not available on this host right now; "
+                                      "the operator has been told", exc)
     if isinstance(exc, InvalidState):
         return Problem(409, "busy", "the server is in a state that does not allow this now", exc)
     if isinstance(exc, DomainNotFound):

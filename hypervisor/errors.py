@@ -47,6 +47,11 @@ class OperationFailed(HypervisorError):
     template = "{operation} failed: {reason}"
 
 
+class NetworkUnavailable(HypervisorError):
+    """A network of ours could not start because something on the host took its range meanwhile."""
+    template = "network {network} cannot start: {reason}"
+
+
 class Timeout(HypervisorError):
     template = "{what} did not happen within {timeout} s"
 

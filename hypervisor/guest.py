@@ -306,6 +306,9 @@ class Guest:
     def agent_command(self, command: dict | str, timeout: float = 5):
         """Send one QMP command to qemu-ga and return its ``return`` value.
 
+        Through libvirt, not qemu.qmp: libvirtd holds the agent channel's only connection (and
+        resynchronises it with guest-sync), so there is no socket for another client to open.
+
         ``timeout`` is in seconds (libvirt counts whole seconds; at least 1). Raises AgentUnavailable
         (no channel, not connected), AgentTimeout, AgentCommandFailed (the agent said no).
         """

@@ -7,13 +7,15 @@ configuration plus an attach plan into a domain and the networks it needs.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import defaults
 from .domain import DomainConfig
-from .errors import DomainNotFound, HypervisorError, InvalidState, NetworkNotFound, Unsupported
+from .errors import (DomainNotFound, HypervisorError, InvalidState, NetworkNotFound, NetworkUnavailable,
+                     OperationFailed, Unsupported)
 from .guest import ApiState, Guest
 from .host import Host
 from .networks import NetworkConfig, network_config
@@ -70,6 +72,28 @@ class ServerSubstrate:
                                 forward_mode=self.public_forward)
         return self._ensure(config)
 
+    def public_network_subnet(self) -> ipaddress.IPv4Network | None:
+        """The range this installation's public network is defined on, or None when not defined."""
+        net = self.host.find_network(domain_name(self.host.installation_id, PUBLIC))
+        return None if net is None else net.config().subnet()
+
+    def reserve_public_network(self) -> None:
+        """Define the public network on ``public_cidr`` without starting it, so that the range is
+        visibly taken on this host. One defined on another range is redefined when it is not running;
+        a running one raises InvalidState (its servers use it)."""
+        config = network_config(self.host.installation_id, PUBLIC, self.public_cidr,
+                                forward_mode=self.public_forward)
+        with self._net_lock:
+            net = self.host.find_network(config.name)
+            if net is not None:
+                if net.config().subnet() == ipaddress.IPv4Network(self.public_cidr):
+                    return
+                if net.is_active():
+                    raise InvalidState(domain=config.name, operation="move the public network",
+                                       reason=f"it runs on {net.config().subnet()}")
+                net.remove()
+            self.host.define_network(config)
+
     def vlan_network(self, vlan: str) -> str:
         """A private layer-2 network for one VLAN resource: no addresses, no DHCP, no forwarding."""
         installation = self.host.installation_id
@@ -83,7 +107,12 @@ class ServerSubstrate:
             if net is None:
                 net = self.host.define_network(config)
             if not net.is_active():
-                net.start()
+                try:
+                    net.start()
+                except OperationFailed as exc:
+                    # checked free at start (services/ippool.py); taken since by something outside
+                    # libvirt's knowledge: the operator's problem, not a failed request
+                    raise NetworkUnavailable(network=config.name, reason=exc.context.get("reason", "?")) from exc
         return config.name
 
     def remove_vlan(self, vlan: str) -> None:

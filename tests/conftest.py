@@ -25,6 +25,8 @@ STATE_ROOT = Path(os.environ.get("OPENHOSTING_TEST_STATE_ROOT", "/var/tmp/openho
 
 
 def new_installation(tmp: Path, backend: str, **env) -> tuple[Installation, callable]:
+    """A new installation (not started). ``env`` adds settings; a value of None unsets a variable
+    (``OPENHOSTING_IP_POOL=None``: the installation picks its own range, as by default)."""
     env.setdefault("OPENHOSTING_IP_POOL", random_pool())
     env.setdefault("OPENHOSTING_RECONCILE_INTERVAL", "1")
     url, drop_db = make_database(backend)
@@ -38,7 +40,7 @@ def new_installation(tmp: Path, backend: str, **env) -> tuple[Installation, call
             shutil.rmtree(state, ignore_errors=True)
 
     inst = Installation(state_dir=state, database_url=url or f"sqlite:///{state}/openhosting.db",
-                        env_extra={k: str(v) for k, v in env.items()})
+                        env_extra={k: None if v is None else str(v) for k, v in env.items()})
     return inst, drop
 
 

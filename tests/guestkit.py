@@ -14,15 +14,17 @@ by a hash of their inputs under <cache>/testguest/, so a test run builds each on
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from qemu.qmp import ConnectError, ExecuteError, QMPError
+from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from storage.guest import KERNEL_CMDLINE, build_initramfs, extract_kernel, find_vmlinuz
 from storage.guest.cache import cache_dir, digest, file_identity, locked, run
@@ -275,90 +277,74 @@ class Qemu:
             raise AssertionError(f"qemu still running after {timeout} s:\n{self.console()}") from None
 
     def qmp(self, command: str, **arguments) -> dict:
-        """Run one QMP command on a fresh connection; returns the reply."""
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(10)
-            sock.connect(str(self.qmp_path))
-            stream = sock.makefile("rwb")
-            json.loads(stream.readline())  # greeting
-            for cmd in ({"execute": "qmp_capabilities"}, {"execute": command, "arguments": arguments}):
-                stream.write(json.dumps(cmd).encode() + b"\n")
-                stream.flush()
-                while True:
-                    reply = json.loads(stream.readline())
-                    if "return" in reply or "error" in reply:
-                        break
-            return reply
+        """Run one QMP command on a fresh connection (greeting and capabilities negotiation done by
+        qemu.qmp); returns the reply, ``return`` or ``error``."""
+        monitor = QEMUMonitorProtocol(str(self.qmp_path))
+        monitor.settimeout(10)
+        try:
+            monitor.connect()
+            return monitor.cmd_raw(command, arguments or None)
+        finally:
+            monitor.close()
 
 
 class GuestAgent:
-    """A minimal QEMU guest agent client on a chardev socket (tests only; hypervisor/ goes through
-    libvirt). Connect before the guest boots: the socket exists as soon as QEMU starts."""
+    """A QEMU guest agent client on a chardev socket (tests only; hypervisor/ goes through libvirt).
+
+    The guest agent speaks QMP without the greeting and the capabilities negotiation, so qemu.qmp's
+    client does the wire work (``connect(negotiate=False)``, as qemu.qmp's own qemu_ga_client does);
+    its replies carry the id of their command, so a late reply to an earlier, timed-out guest-sync
+    is dropped by the library, never taken for the answer to a later command. Connect before the
+    guest boots: the socket exists as soon as QEMU starts."""
 
     def __init__(self, path: Path, timeout: float = 10):
         # QEMU creates the socket file a moment before it listens on it: retry a refused connect.
         deadline = time.monotonic() + timeout
         while True:
-            self.sock = socket.socket(socket.AF_UNIX)
+            self.client = QEMUMonitorProtocol(str(path))
             try:
-                self.sock.connect(str(path))
+                self.client.connect(negotiate=False)
                 break
-            except ConnectionRefusedError:
-                self.sock.close()
+            except ConnectError:
+                self.client.close()
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
-        self.buffer = b""
         self.sync_id = int(time.time()) % 100000 * 1000
 
     def close(self) -> None:
-        self.sock.close()
+        try:
+            self.client.close()
+        except (QMPError, OSError, EOFError):
+            pass        # the guest went away first (guest-shutdown): nothing left to close cleanly
 
     def send(self, command: str, **arguments) -> None:
-        """Send a command without waiting for a reply (guest-shutdown never replies on success)."""
-        self._send(command, arguments or None)
-
-    def _send(self, command: str, arguments: dict | None = None) -> None:
-        message = {"execute": command}
-        if arguments is not None:
-            message["arguments"] = arguments
-        self.sock.sendall(json.dumps(message).encode() + b"\n")
-
-    def _reply(self, timeout: float) -> dict | None:
-        self.sock.settimeout(timeout)
-        while b"\n" not in self.buffer:
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                return None
-            if not data:
-                raise ConnectionError("guest agent socket closed")
-            self.buffer += data
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        line = line.strip(b"\xff \r")  # 0xff: delimiter of guest-sync-delimited
-        return json.loads(line) if line else self._reply(timeout)
+        """Send a command without waiting for its reply (guest-shutdown never replies on success)."""
+        self.client.settimeout(0.5)
+        try:
+            self.client.cmd(command, **arguments)
+        except (asyncio.TimeoutError, QMPError):
+            pass
 
     def wait_ready(self, timeout: float) -> float:
-        """Poll guest-sync until the agent answers with our id (older replies are dropped)."""
+        """Poll guest-sync until the agent answers with our id."""
         deadline = time.monotonic() + timeout
+        self.client.settimeout(1.0)
         while time.monotonic() < deadline:
             self.sync_id += 1
-            self._send("guest-sync", {"id": self.sync_id})
-            reply_deadline = time.monotonic() + 1.0
-            while (left := reply_deadline - time.monotonic()) > 0:
-                reply = self._reply(left)
-                if reply is None:
-                    break
-                if reply.get("return") == self.sync_id:
+            try:
+                if self.client.cmd("guest-sync", id=self.sync_id) == self.sync_id:
                     return time.monotonic()
+            except asyncio.TimeoutError:
+                continue
         raise AssertionError(f"guest agent not ready within {timeout} s")
 
     def call(self, command: str, timeout: float = 30, **arguments) -> object:
         """Run an agent command; returns its "return" value, raises on an error reply."""
-        self._send(command, arguments or None)
-        reply = self._reply(timeout)
-        if reply is None:
-            raise AssertionError(f"no reply to {command} within {timeout} s")
-        if "error" in reply:
-            raise AssertionError(f"{command}: {reply['error']}")
-        return reply.get("return")
+        self.client.settimeout(timeout)
+        try:
+            return self.client.cmd(command, **arguments)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"no reply to {command} within {timeout} s") from None
+        except ExecuteError as exc:
+            raise AssertionError(f"{command}: {exc.received.get('error')}") from None

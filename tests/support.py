@@ -130,7 +130,9 @@ class Installation:
             "OPENHOSTING_DATABASE_URL": self.database_url,
             "OPENHOSTING_JOB_POLL_INTERVAL": "0.05",
         })
-        env.update(self.env_extra)
+        env.update({k: v for k, v in self.env_extra.items() if v is not None})
+        for key in [k for k, v in self.env_extra.items() if v is None]:   # None: unset
+            env.pop(key, None)
         return env
 
     def admin(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 tools/setup.sh
 admin=.venv/bin/openhosting-admin
 $admin db upgrade
+# The public network's IP range: checked against the host (picked once when OPENHOSTING_IP_POOL is
+# unset); a clash stops here with a message naming what overlaps and a free range.
+$admin host pool
 # Sandbox images (Debian packages -> kernel, initramfs, root file system); seconds when already built.
 $admin image build base
 if [[ -z "$($admin user list)" ]]; then

@@ -10,6 +10,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev dnsmasq-base
   linux-image-amd64 busybox-static debootstrap e2fsprogs tini
   isolinux syslinux syslinux-common mtools dosfstools xorriso cpio xz-utils zstd
+  iproute2
 )
 if [[ "${1:-}" == "--with-postgres" ]]; then
   APT_PACKAGES+=(postgresql)

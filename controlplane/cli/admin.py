@@ -42,16 +42,80 @@ def cmd_user_list(args, settings: Settings) -> None:
         print(f"{user.uuid} {user.name}".rstrip())
 
 
+def _check_ip_pool(settings: Settings) -> str:
+    """The public network's range, checked against the host (and picked once when not set); a
+    clash stops the command with the message (see services/ippool.py)."""
+    from ..services.ippool import PoolConflict, ensure
+
+    try:
+        return ensure(settings)
+    except PoolConflict as exc:
+        sys.exit(f"openhosting-admin: refusing to start: {exc}")
+
+
 def cmd_serve(args, settings: Settings) -> None:
     from ..server import serve
 
+    _check_ip_pool(settings)
     serve(args.bind, args.workers, args.threads)
 
 
 def cmd_agent(args, settings: Settings) -> None:
     from ..agent import main
 
+    _check_ip_pool(settings)
     main(settings)
+
+
+def cmd_host_pool(args, settings: Settings) -> None:
+    print(f"ip-pool {_check_ip_pool(settings)}")
+
+
+def _agent_running(settings: Settings) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.sendto(b"!", str(settings.run_dir / "agent.sock"))   # a nudge: harmless to a live agent
+            return True
+        except OSError:
+            return False
+
+
+def cmd_host_purge(args, settings: Settings) -> None:
+    from hypervisor.host import Host
+    from hypervisor.purge import owned_objects, purge
+
+    host = Host(settings.installation_id, uri=settings.libvirt_uri)
+    if _agent_running(settings):
+        sys.exit("openhosting-admin: the agent of this installation is running; stop it (and the API) first")
+    domains, networks = owned_objects(host)
+    sandbox_root = settings.state_dir / "sandbox-vms"
+    if not args.yes:
+        if not sys.stdin.isatty():
+            sys.exit("openhosting-admin: host purge asks first; not on a terminal, pass --yes")
+        print(f"installation {settings.installation_id} ({settings.state_dir}) owns on {settings.libvirt_uri}:")
+        print(f"  {len(domains)} domain(s): {' '.join(domains) or '-'}")
+        print(f"  {len(networks)} network(s): {' '.join(networks) or '-'}")
+        print(f"  sandbox templates and overlays under {sandbox_root}")
+        if input("stop and remove all of them? [y/N] ").strip().lower() not in ("y", "yes"):
+            sys.exit("openhosting-admin: nothing removed")
+    done = purge(host, sandbox_root)
+    removed = _remove_run_files(settings)
+    print(f"domains {len(done.domains) + done.sandboxes}")
+    print(f"networks {len(done.networks)}")
+    print(f"files {len(done.files) + removed}")
+
+
+def _remove_run_files(settings: Settings) -> int:
+    """Console logs and doorbell sockets the stopped processes left in the run directory."""
+    removed = 0
+    run = settings.run_dir
+    for pattern in ("console-*.log", "agent.sock", "waiters/*.sock"):
+        for path in run.glob(pattern) if run.is_dir() else ():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def cmd_host_info(args, settings: Settings) -> None:
@@ -147,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     host = sub.add_parser("host", help="this hypervisor host").add_subparsers(dest="cmd", required=True)
     host.add_parser("info", help="versions, accelerator, CPUs, memory, pool space").set_defaults(func=cmd_host_info)
+    host.add_parser("pool", help="the public network's IP range (checked; picked once when not set)").set_defaults(
+        func=cmd_host_pool)
+    purge = host.add_parser("purge", help="stop and remove every domain, network, overlay and saved state "
+                                          "this installation owns on the host (asks first)")
+    purge.add_argument("--yes", action="store_true", help="do not ask")
+    purge.set_defaults(func=cmd_host_purge)
 
     image = sub.add_parser("image", help="guest images for sandboxes").add_subparsers(dest="cmd", required=True)
     build = image.add_parser("build", help="build an image from Debian packages (idempotent)")

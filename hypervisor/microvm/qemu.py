@@ -37,7 +37,9 @@ IGNORE_SHARED = {"execute": "migrate-set-capabilities",
 
 def monitor(dom: libvirt.virDomain, command: dict, files: list[int] | None = None):
     """One QMP command to the VM's QEMU through libvirt (``files``: descriptors passed along, for
-    `getfd`); returns its ``return`` value."""
+    `getfd`); returns its ``return`` value. Not qemu.qmp: libvirtd holds QEMU's only monitor
+    connection, and its passthrough is the supported way in (a second ``-qmp`` monitor of our own
+    would change state behind libvirt's back)."""
     text = json.dumps(command)
     try:
         if files is not None:
