@@ -14,7 +14,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import sandbox
+from .microvm import purge as sandbox_purge
+from .microvm import qemu
 from .errors import DomainNotFound, NetworkNotFound
 from .host import Host
 
@@ -34,14 +35,14 @@ def owned_objects(host: Host) -> tuple[list[str], list[str]]:
 
 def purge(host: Host, sandbox_root: Path | None = None) -> Purged:
     done = Purged()
-    # Sandbox VMs first, with their overlays (sandbox.purge knows their files), then the rest.
-    done.sandboxes = sandbox.purge(host, sandbox_root)
+    # Sandbox VMs first, with their overlays (microvm.purge knows their files), then the rest.
+    done.sandboxes = sandbox_purge.purge(host, sandbox_root)
     for guest in host.guests():
         try:
             guest.remove()
         except DomainNotFound:
             continue
-        sandbox._remove_log(host, guest.name)
+        qemu.remove_log(host, guest.name)
         done.domains.append(guest.name)
     for net in host.networks():
         try:
