@@ -186,10 +186,20 @@ class WorkspaceVMs:
             ids.update(p.name for p in top.iterdir() if p.is_dir() and _ID_RE.match(p.name))
         for guest in self.host.guests():
             if kind_of(guest) == KIND:
-                owner = guest.config().owner
+                try:
+                    owner = guest.config().owner
+                except DomainNotFound:      # removed meanwhile
+                    continue
                 if owner is not None and owner.server:
                     ids.add(owner.server)
         return sorted(ids)
+
+    def attach(self, ws_id: str) -> None:
+        """Connect the host end of a running VM's run port, as `create` and `resume` do: for the
+        process that owns the workspaces (the agent) after a restart. oh-run waits for requests in
+        poll() while the host is connected, and looks again every 5 ms while it is not."""
+        with self._serialized(ws_id):
+            self._port(ws_id, self._running(ws_id))
 
     def guest_port(self, ws_id: str, channel: str = GUEST_CHANNEL) -> Path:
         """The host end (unix socket) of the running VM's port ``channel`` (oh-guest's by default).
@@ -376,28 +386,5 @@ class WorkspaceVMs:
         self._name(ws_id)
         with self._lock:
             lock = self._locks.setdefault(ws_id, threading.Lock())
-        return _Both(lock, self.work_root / "locks", ws_id)
-
-
-class _Both:
-    """The workspace's thread lock, then its file lock (other processes)."""
-
-    def __init__(self, lock: threading.Lock, directory: Path, ws_id: str):
-        self.lock, self.directory, self.ws_id = lock, directory, ws_id
-
-    def __enter__(self):
-        self.lock.acquire()
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self.file = qemu.FileLock(self.directory / f"{self.ws_id}.lock").__enter__()
-        except BaseException:
-            self.lock.release()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            self.file.__exit__(*exc)
-        finally:
-            self.lock.release()
+        return qemu.BothLocks(lock, self.work_root / "locks" / f"{ws_id}.lock")
 
