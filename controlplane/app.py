@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import falcon
 
-from . import formats
+from . import containers_face, formats
 from .config import Settings
 from .db import Database
 from .errors import DomainError, Unauthorized, http_status
@@ -51,6 +51,34 @@ class Services:
     resources: Resources
     servers: Servers
     sandboxes: Sandboxes
+    workspaces_face: "WorkspacesFace | None" = None
+
+
+@dataclass
+class WorkspacesFace:
+    """The Containers face's services (tokens, projects, workspaces and their files)."""
+    tokens: object
+    projects: object
+    workspaces: object
+    files: object
+    accelerator: object  # () -> "kvm" | "tcg"
+
+
+def build_workspaces_face(settings: Settings, db: Database, host, notify) -> WorkspacesFace:
+    from storage.projects import ProjectFiles, WorkspaceUploads
+
+    from .services.projects import Projects
+    from .services.tokens import Tokens
+    from .services.workspace_files import WorkspaceFiles
+    from .services.workspace_guest import guest_factory
+    from .services.workspaces import Workspaces
+
+    projects = Projects(db, ProjectFiles(settings.state_dir / "projects"))
+    workspaces = Workspaces(db, settings, projects, WorkspaceUploads(settings.state_dir / "workspace-uploads"),
+                            notify=notify)
+    return WorkspacesFace(tokens=Tokens(db), projects=projects, workspaces=workspaces,
+                          files=WorkspaceFiles(workspaces, guest_factory(settings, host)),
+                          accelerator=lambda: str(host.accelerator))
 
 
 def build_services(settings: Settings) -> Services:
@@ -76,7 +104,9 @@ def build_services(settings: Settings) -> Services:
                           waiters=Waiters(waiters))
     return Services(settings=settings, db=db, accounts=Accounts(db), pool=pool, drives=drives,
                     resources=resources, servers=Servers(db, settings, drives, resources, substrate),
-                    sandboxes=sandboxes)
+                    sandboxes=sandboxes,
+                    workspaces_face=build_workspaces_face(settings, db, host,
+                                                          notifier(settings.run_dir / "agent.sock")))
 
 
 class BasicAuth:
@@ -86,6 +116,8 @@ class BasicAuth:
         self.accounts = accounts
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if containers_face.owns(req.path):
+            return  # the workspaces face has its own tokens (BearerAuth)
         header = req.get_header("Authorization") or ""
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() != "basic" or not encoded:
@@ -164,21 +196,31 @@ def _unexpected(req, resp, exc: Exception, params) -> None:
 
 
 def create_app(services: Services) -> falcon.App:
-    app = falcon.App(middleware=[BasicAuth(services.accounts)], media_type=TEXT)
+    middleware = [BasicAuth(services.accounts)]
+    face = services.workspaces_face
+    if face is not None:
+        middleware.append(containers_face.BearerAuth(face.tokens))
+    app = falcon.App(middleware=middleware, media_type=TEXT)
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.secure_cookies_by_default = False
     # Order matters: Falcon picks the most specific handler registered.
-    app.add_error_handler(Exception, _unexpected)
-    app.add_error_handler(falcon.HTTPError, _falcon_error)
-    app.add_error_handler(StorageError, _storage_error)
-    app.add_error_handler(DomainError, _domain_error)
+    # containers_face.handles: errors on /api/v1 get that face's envelope.
+    app.add_error_handler(Exception, containers_face.handles(_unexpected))
+    app.add_error_handler(falcon.HTTPError, containers_face.handles(_falcon_error))
+    app.add_error_handler(StorageError, containers_face.handles(_storage_error))
+    app.add_error_handler(DomainError, containers_face.handles(_domain_error))
     from hypervisor.errors import HypervisorError
 
-    app.add_error_handler(HypervisorError, _hypervisor_error)
+    app.add_error_handler(HypervisorError, containers_face.handles(_hypervisor_error))
     drive_resources.add_routes(app, services.drives)
     netresources.add_routes(app, services.resources, services.settings.max_body)
     server_resources.add_routes(app, services.servers, services.settings.max_body)
     sandbox_resources.add_routes(app, services.sandboxes, services.settings.max_body)
+    if face is not None:
+        from .resources import containers
+
+        containers.add_routes(app, face.projects, face.workspaces, face.files, services.settings.public_url,
+                              face.accelerator)
     return app
 
 
