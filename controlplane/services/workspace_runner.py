@@ -126,8 +126,7 @@ class WorkspaceRunner:
             self._update(workspace_id, "create", state=ERROR, pending=None, failed_at=utcnow(),
                          error_reason=f"image {ws.image} is not installed on this host")
             return
-        if self.vms.state(workspace_id) != "missing":
-            self.vms.remove(workspace_id)  # a create cut short by an agent restart starts over
+        self.vms.remove(workspace_id)  # a create cut short by an agent restart starts over (idempotent)
         self.vms.create(workspace_id, image, ws.memory_mib)
         with self.db.read_session() as s:
             project = s.get(Project, ws.project_id)
