@@ -10,6 +10,7 @@ of create or resume is state 5 with a reason, never a workspace stuck in `starti
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -35,6 +36,33 @@ ENV = {"HOME": USER_HOME, "USER": "user", "LOGNAME": "user", "LANG": "C.UTF-8",
        "PATH": "/usr/local/bin:/usr/bin:/bin", "SE_PATH_WORKSPACE": ROOT}
 
 
+class _Lease:
+    """Renews a job's lease while a long action runs (a template boot under TCG takes minutes; an
+    expired lease would let another worker take the same job)."""
+
+    EVERY = 5.0
+
+    def __init__(self, queue: JobQueue, job_id: int):
+        self.queue = queue
+        self.job_id = job_id
+        self.done = threading.Event()
+
+    def _renew(self) -> None:
+        while not self.done.wait(self.EVERY):
+            try:
+                self.queue.progress(self.job_id, 0)
+            except Exception:
+                log.exception("renewing the lease of job %s", self.job_id)
+
+    def __enter__(self):
+        threading.Thread(target=self._renew, name=f"lease-{self.job_id}", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        return False
+
+
 class WorkspaceRunner:
     kind = "workspace"
 
@@ -47,6 +75,7 @@ class WorkspaceRunner:
         self.drive_pool = drive_pool
         self._vms = None
         self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
 
     @property
     def vms(self):
@@ -65,13 +94,22 @@ class WorkspaceRunner:
             self.queue.finish(job.id, error=f"unknown action {action!r}")
             return
         try:
-            handler(job.target)
+            with self._serialized(job.target), _Lease(self.queue, job.id):
+                handler(job.target)
         except Exception as exc:
             log.exception("workspace %s: %s failed", job.target, action)
             self._failed(job.target, action, exc)
             self.queue.finish(job.id, error=f"{action} failed")
             return
         self.queue.finish(job.id)
+
+    @contextlib.contextmanager
+    def _serialized(self, workspace_id: str):
+        """One action at a time per workspace in this agent (a timer's job may meet the API's)."""
+        with self._lock:
+            lock = self._locks.setdefault(workspace_id, threading.Lock())
+        with lock:
+            yield
 
     def _row(self, workspace_id: str, pending: str) -> Workspace | None:
         with self.db.read_session() as s:
@@ -81,11 +119,11 @@ class WorkspaceRunner:
             s.expunge(ws)
             return ws
 
-    def _update(self, workspace_id: str, pending: str, **values) -> bool:
-        """Write `values` if the row still waits for `pending` (a remove may have overtaken it)."""
+    def _update(self, workspace_id: str, expected: str, **values) -> bool:
+        """Write `values` if the row still waits for `expected` (a remove may have overtaken it)."""
         with self.db.session() as s:
             ws = s.get(Workspace, workspace_id)
-            if ws is None or ws.pending != pending:
+            if ws is None or ws.pending != expected:
                 return False
             for key, value in values.items():
                 setattr(ws, key, value)
