@@ -189,8 +189,12 @@ class WorkspaceRunner:
             failed = False
             if ws.workspace_init.strip():
                 guest.put_file(INIT_PATH, ws.workspace_init.encode(), mode=0o700)
-                result = guest.exec([INIT_PATH] if ws.workspace_init.startswith("#!") else ["/bin/sh", INIT_PATH],
-                                    cwd=ROOT, env=ENV, timeout=self.settings.workspace_init_timeout)
+                # In a session of its own (setsid -w): oh-guest kills what an exec leaves in its
+                # process group when it ends, and a `setsid cmd &` of the script may not have left
+                # that group yet when the script exits; background processes must outlive the init.
+                script = [INIT_PATH] if ws.workspace_init.startswith("#!") else ["/bin/sh", INIT_PATH]
+                result = guest.exec(["setsid", "-w", *script], cwd=ROOT, env=ENV,
+                                    timeout=self.settings.workspace_init_timeout)
                 out, err = result.stdout[:STREAM_CAP], result.stderr[:STREAM_CAP]
                 failed = result.timed_out or result.exit_code != 0
                 if result.timed_out:
@@ -240,6 +244,7 @@ class WorkspaceRunner:
         stops, removes = [], []
         with self.db.read_session() as s:
             rows = list(s.scalars(select(Workspace).where(Workspace.state != REMOVED, Workspace.pending.is_(None))))
+            s.expunge_all()  # read below, after the read session's rollback
         for ws in rows:
             created = aware(ws.created_at)
             if ws.retention_total > 0 and now - created >= self.minutes(ws.retention_total):
