@@ -42,6 +42,15 @@ class Agent:
         self.sandboxes = SandboxRunner(services.db, services.settings, services.sandboxes,
                                        services.servers.substrate.host, self.queue, services.pool)
         self.register(self.sandboxes)
+        self.workspaces = None
+        face = services.workspaces_face
+        if face is not None:
+            from .services.workspace_runner import WorkspaceRunner
+
+            self.workspaces = WorkspaceRunner(services.db, services.settings, face.workspaces,
+                                              services.servers.substrate.host, self.queue, services.pool)
+            self.register(self.workspaces)
+            self.every(services.settings.workspace_timer_interval, self.workspaces.timers)
 
     def register(self, runner: Runner) -> None:
         self.runners[runner.kind] = runner
@@ -119,6 +128,11 @@ class Agent:
         recovered = self.queue.recover_own()
         if recovered:
             log.info("requeued %d job(s) left running by an earlier agent", recovered)
+        if self.workspaces is not None:
+            try:
+                self.workspaces.reconcile()  # before any job runs: rows against the VMs that exist
+            except Exception:
+                log.exception("reconciling workspaces failed; the timers retry it")
         threads = [threading.Thread(target=self._work, name=f"jobs-{i}", daemon=True)
                    for i in range(self.workers)]
         threads += [threading.Thread(target=self._tick, args=p, daemon=True) for p in self.periodic]

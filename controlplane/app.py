@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import falcon
 
-from . import faces
+from . import containers_face, faces
 from .config import Settings
 from .db import Database
 from .http import TEXT
@@ -39,6 +39,34 @@ class Services:
     resources: Resources
     servers: Servers
     sandboxes: Sandboxes
+    workspaces_face: "WorkspacesFace | None" = None
+
+
+@dataclass
+class WorkspacesFace:
+    """The Containers face's services (tokens, projects, workspaces and their files)."""
+    tokens: object
+    projects: object
+    workspaces: object
+    files: object
+    accelerator: object  # () -> "kvm" | "tcg"
+
+
+def build_workspaces_face(settings: Settings, db: Database, host, notify) -> WorkspacesFace:
+    from storage.projects import ProjectFiles, WorkspaceUploads
+
+    from .services.projects import Projects
+    from .services.tokens import Tokens
+    from .services.workspace_files import WorkspaceFiles
+    from .services.workspace_guest import guest_factory
+    from .services.workspaces import Workspaces
+
+    projects = Projects(db, ProjectFiles(settings.state_dir / "projects"))
+    workspaces = Workspaces(db, settings, projects, WorkspaceUploads(settings.state_dir / "workspace-uploads"),
+                            notify=notify)
+    return WorkspacesFace(tokens=Tokens(db), projects=projects, workspaces=workspaces,
+                          files=WorkspaceFiles(workspaces, guest_factory(settings, host)),
+                          accelerator=lambda: str(host.accelerator))
 
 
 def build_services(settings: Settings) -> Services:
@@ -65,11 +93,15 @@ def build_services(settings: Settings) -> Services:
                           waiters=Waiters(waiters))
     return Services(settings=settings, db=db, accounts=Accounts(db), pool=pool, drives=drives,
                     resources=resources, servers=Servers(db, settings, drives, resources, substrate),
-                    sandboxes=sandboxes)
+                    sandboxes=sandboxes,
+                    workspaces_face=build_workspaces_face(settings, db, host,
+                                                          notifier(settings.run_dir / "agent.sock")))
 
 
 def create_app(services: Services) -> falcon.App:
-    table = faces.build_table(services.accounts, AuthThrottle.for_settings(services.settings))
+    face = services.workspaces_face
+    extra = [containers_face.face(face.tokens)] if face is not None else []
+    table = faces.build_table(services.accounts, extra, AuthThrottle.for_settings(services.settings))
     app = falcon.App(middleware=[faces.FaceMiddleware(table), PageHeaders()], media_type=TEXT)
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.secure_cookies_by_default = False
@@ -78,6 +110,11 @@ def create_app(services: Services) -> falcon.App:
     netresources.add_routes(app, services.resources, services.settings.max_body)
     server_resources.add_routes(app, services.servers, services.settings.max_body)
     sandbox_resources.add_routes(app, services.sandboxes, services.settings.max_body)
+    if face is not None:
+        from .resources import containers
+
+        containers.add_routes(app, face.projects, face.workspaces, face.files, services.settings.public_url,
+                              face.accelerator)
     description.add_routes(app, table)
     return app
 

@@ -67,6 +67,18 @@ class Settings:
     agent_workers: int = 10
     # Imaging copies at most this many bytes per second (0: as fast as the disks go).
     imaging_rate: int = 0
+    # Workspaces: slots per account (a workspace holds its project's slots while starting or running),
+    # memory all running workspaces may use on this host (0: three quarters of the host's RAM), memory
+    # of one workspace (0: its image's), the init script's time limit (s), how often the agent checks
+    # the timers (s), and the length of the contract's "minute" in seconds (tests shorten it).
+    workspace_slots: int = 10
+    workspace_host_memory: int = 0
+    workspace_memory: int = 0
+    workspace_init_timeout: int = 600
+    workspace_timer_interval: float = 20.0
+    workspace_minute: float = 60.0
+    # Public base URL of the API (for `workspace_url` and stream URIs); "" uses the request's own.
+    public_url: str = ""
     libvirt_uri: str = "qemu:///system"
     extra: dict = field(default_factory=dict)
 
@@ -127,5 +139,13 @@ class Settings:
             sandbox_max_queue=int(env.get("OPENHOSTING_SANDBOX_MAX_QUEUE", cls.sandbox_max_queue)),
             agent_workers=int(env.get("OPENHOSTING_AGENT_WORKERS", cls.agent_workers)),
             imaging_rate=_env_size(env, "OPENHOSTING_IMAGING_RATE", cls.imaging_rate),
+            workspace_slots=int(env.get("OPENHOSTING_WORKSPACE_SLOTS", cls.workspace_slots)),
+            workspace_host_memory=_env_size(env, "OPENHOSTING_WORKSPACE_HOST_MEMORY", cls.workspace_host_memory),
+            workspace_memory=_env_size(env, "OPENHOSTING_WORKSPACE_MEMORY", cls.workspace_memory),
+            workspace_init_timeout=int(env.get("OPENHOSTING_WORKSPACE_INIT_TIMEOUT", cls.workspace_init_timeout)),
+            workspace_timer_interval=float(env.get("OPENHOSTING_WORKSPACE_TIMER_INTERVAL",
+                                                   cls.workspace_timer_interval)),
+            workspace_minute=float(env.get("OPENHOSTING_WORKSPACE_MINUTE", cls.workspace_minute)),
+            public_url=env.get("OPENHOSTING_PUBLIC_URL", cls.public_url).rstrip("/"),
             libvirt_uri=env.get("OPENHOSTING_LIBVIRT_URI", cls.libvirt_uri),
         )

@@ -89,7 +89,9 @@ def json_body(resp: falcon.Response, problem: Problem) -> None:
 
 # ---- the table ------------------------------------------------------------------------------------
 
-def build_table(accounts: Accounts, throttle: AuthThrottle | None = None) -> FaceTable:
+def build_table(accounts: Accounts, extra: list[Face] = (), throttle: AuthThrottle | None = None) -> FaceTable:
+    """The table; `extra` rows are faces built elsewhere (the workspaces face: containers_face.face);
+    `throttle` is the backoff after failed Basic logins (services/throttle.py)."""
     basic = BasicAuth(accounts, throttle)
     cloud = Face("cloud", ("/drives", "/servers", "/resources"), basic, cloud_error)
     faces = [
@@ -98,6 +100,7 @@ def build_table(accounts: Accounts, throttle: AuthThrottle | None = None) -> Fac
         Face("description", ("/api/openapi.json", "/api/docs"), None, json_error),
         # Any other /api/… path: authenticated, JSON errors (later faces add longer prefixes).
         Face("api", ("/api",), basic, json_error),
+        *extra,
     ]
     return FaceTable(faces, default=cloud)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import copy
 from functools import lru_cache
 
-from . import cloud, description, sandboxes
+from . import cloud, description, sandboxes, workspaces
 from .common import ERROR_SCHEMA
 
-FACES = (cloud, sandboxes, description)
+FACES = (cloud, sandboxes, workspaces, description)
 
 INFO = {
     "title": "openhosting",
@@ -51,7 +51,12 @@ def _build(public_faces: frozenset[str]) -> dict:
         "paths": dict(sorted(paths.items())),
         "components": {"schemas": schemas,
                        "securitySchemes": {"basic": {"type": "http", "scheme": "basic",
-                                                     "description": "user uuid : secret API key"}}},
+                                                     "description": "user uuid : secret API key"},
+                                           "bearer": {"type": "http", "scheme": "bearer",
+                                                      "description": "a workspaces token (token create)"},
+                                           "access_token": {"type": "apiKey", "in": "query",
+                                                            "name": "access_token",
+                                                            "description": "a workspaces token"}}},
     }
 
 

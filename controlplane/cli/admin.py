@@ -53,6 +53,97 @@ def _check_ip_pool(settings: Settings) -> str:
         sys.exit(f"openhosting-admin: refusing to start: {exc}")
 
 
+def _tokens(settings: Settings):
+    from ..db import Database
+    from ..services.tokens import Tokens
+
+    return Tokens(Database(settings))
+
+
+def _fail(exc) -> None:
+    sys.exit(f"openhosting-admin: {exc.message}")
+
+
+def cmd_token_create(args, settings: Settings) -> None:
+    from ..errors import DomainError
+
+    try:
+        token_id, token = _tokens(settings).create(args.user.lower(), args.kind, args.label or "")
+    except DomainError as exc:
+        _fail(exc)
+    print(f"token {token}")
+    print(f"id {token_id}")
+
+
+def cmd_token_list(args, settings: Settings) -> None:
+    for t in _tokens(settings).list(args.user.lower() if args.user else None, args.kind):
+        print(f"{t.id} {t.kind} {t.owner} {t.hint}… {t.created_at:%Y-%m-%d %H:%M:%S} {t.label}".rstrip())
+
+
+def cmd_token_revoke(args, settings: Settings) -> None:
+    from ..errors import DomainError
+
+    try:
+        _tokens(settings).revoke(args.id, args.user.lower() if args.user else None)
+    except DomainError as exc:
+        _fail(exc)
+    print(f"revoked {args.id}")
+
+
+def _projects(settings: Settings):
+    from ..db import Database
+    from ..services.projects import Projects
+    from storage.projects import ProjectFiles
+
+    return Projects(Database(settings), ProjectFiles(settings.state_dir / "projects"))
+
+
+def cmd_project_create(args, settings: Settings) -> None:
+    from ..errors import DomainError
+
+    if not args.user and not args.template:
+        sys.exit("openhosting-admin: give --user (the owner) or --template (every account sees it)")
+    try:
+        project_id = _projects(settings).create(
+            name=args.name, image=args.image, source=Path(args.source), owner=args.user.lower() if args.user else None,
+            template=args.template, project_id=args.id, slots=args.slots, description=args.description,
+            stack=args.stack)
+    except DomainError as exc:
+        _fail(exc)
+    print(f"project {project_id}")
+
+
+def cmd_project_list(args, settings: Settings) -> None:
+    for p in _projects(settings).all():
+        owner = p.owner or "template"
+        print(f"{p.id} {p.image} {owner} {p.name}")
+
+
+def cmd_project_show(args, settings: Settings) -> None:
+    from ..errors import DomainError
+
+    try:
+        p = _projects(settings).show(args.id)
+    except DomainError as exc:
+        _fail(exc)
+    rows = [("project", p.id), ("name", p.name), ("image", p.image), ("owner", p.owner or ""),
+            ("template", str(p.template).lower()), ("slots", p.slots), ("files", f"{p.files_bytes} bytes"),
+            ("created", f"{p.created_at:%Y-%m-%d %H:%M:%S}")]
+    for key, value in rows:
+        print(f"{key} {value}")
+    print("config " + " ".join(p.config.split()))
+
+
+def cmd_project_remove(args, settings: Settings) -> None:
+    from ..errors import DomainError
+
+    try:
+        _projects(settings).remove(args.id)
+    except DomainError as exc:
+        _fail(exc)
+    print(f"removed {args.id}")
+
+
 def cmd_serve(args, settings: Settings) -> None:
     from ..server import serve
 
@@ -224,6 +315,42 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild even when installed")
     build.set_defaults(func=cmd_image_build)
     image.add_parser("list", help="the manifest's images and whether they are built").set_defaults(func=cmd_image_list)
+
+    token = sub.add_parser("token", help="API tokens of the token faces (workspaces)").add_subparsers(
+        dest="cmd", required=True)
+    create = token.add_parser("create", help="issue a token and print it (shown once; stored hashed)")
+    create.add_argument("--user", required=True)
+    create.add_argument("--kind", default="workspaces")
+    create.add_argument("--label", default="")
+    create.set_defaults(func=cmd_token_create)
+    listing = token.add_parser("list", help="list tokens (id, kind, owner, first characters, created)")
+    listing.add_argument("--user")
+    listing.add_argument("--kind")
+    listing.set_defaults(func=cmd_token_list)
+    revoke = token.add_parser("revoke", help="revoke a token by its id")
+    revoke.add_argument("id", type=int)
+    revoke.add_argument("--user")
+    revoke.set_defaults(func=cmd_token_revoke)
+
+    project = sub.add_parser("project", help="workspace projects").add_subparsers(dest="cmd", required=True)
+    create = project.add_parser("create", help="create a project from a directory or tar.gz")
+    create.add_argument("--name", required=True)
+    create.add_argument("--image", required=True, help="the guest image its workspaces run (image list)")
+    create.add_argument("--from", dest="source", required=True,
+                        help="directory or tar.gz with config.json, optional workspace_init, workspace/")
+    create.add_argument("--id", help="keep this 32-hex id (a client moving from a hosted service)")
+    create.add_argument("--user", help="the owning account (omit with --template)")
+    create.add_argument("--template", action="store_true", help="every account sees it")
+    create.add_argument("--slots", type=int, default=1, help="slots one workspace of it occupies")
+    create.add_argument("--description", default="")
+    create.add_argument("--stack", default="")
+    create.set_defaults(func=cmd_project_create)
+    project.add_parser("list", help="list projects").set_defaults(func=cmd_project_list)
+    for verb, func, text in (("show", cmd_project_show, "show a project"),
+                             ("remove", cmd_project_remove, "remove a project without live workspaces")):
+        cmd = project.add_parser(verb, help=text)
+        cmd.add_argument("id")
+        cmd.set_defaults(func=func)
 
     drive = sub.add_parser("drive", help="standard drives").add_subparsers(dest="cmd", required=True)
     imp = drive.add_parser("import-standard", help="add a file to the standard drive library")

@@ -27,9 +27,6 @@ Modules, one job each (docs/sandboxes.md has the measurements and the reasons):
 - `runport`: the host side of oh-run's protocol on ``org.openhosting.run``; `run`: one command in a
   running VM, by that port or the guest agent.
 - `purge`: cleanup of sandbox VMs after a crash; `workspace`: long-lived workspace VMs.
-- `guestd`: oh-guest (``guest/oh-guest.c``), the workspace guest program on ``org.openhosting.guest``:
-  its protocol, build and argv; `guest_channel` (`GuestChannel`) and `guest_ops` its host side;
-  `tarcheck` the host's check of a tar.gz before the guest extracts it.
 
 Ownership: every VM is a domain of this installation with an owner kind in its metadata:
 ``sandbox`` (templates, pooled clones, cold runs: `purge` removes them at agent start) or
