@@ -104,7 +104,7 @@ def burst(pool, runs: int, clients: int, command: str = COMMAND) -> dict:
 
 def base_image(out_dir: Path):
     """The ``base`` image built (or found) in ``out_dir``, as a SandboxImage."""
-    from hypervisor.sandbox import SandboxImage
+    from hypervisor.microvm import SandboxImage
     from storage.guest import build_image
 
     built = build_image("base", out_dir)
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from hypervisor.host import Host
-    from hypervisor.sandbox import WarmPool, purge
+    from hypervisor.microvm import WarmPool, purge
 
     args.root.mkdir(mode=0o711, parents=True, exist_ok=True)
     args.root.chmod(0o711)

@@ -79,7 +79,7 @@ def main() -> None:
 
     # The substrate alone, on the same image files, in a pool of its own.
     from hypervisor.host import Host
-    from hypervisor.sandbox import SandboxImage, WarmPool
+    from hypervisor.microvm import SandboxImage, WarmPool
     from controlplane.config import Settings
     from controlplane.db import Database
     from controlplane.models import Image

@@ -19,8 +19,8 @@ import pytest
 
 import hypervisor as hv
 from hypervisor.connection import Connection
-from hypervisor.sandbox import (RUN_CHANNEL, INLINE_FILES, KIND, PoolBroken, PoolTimeout, SandboxImage,
-                                WarmPool, purge)
+from hypervisor.microvm import (RUN_CHANNEL, INLINE_FILES, KIND, PoolBroken, PoolTimeout, SandboxImage,
+                                 WarmPool, purge)
 
 from .conftest import STATE_ROOT
 
@@ -160,7 +160,7 @@ def test_runs_are_served_on_a_port_the_program_cannot_touch(pool):
 
 def test_a_program_that_kills_oh_run_loses_only_its_own_result(pool, host):
     started = time.monotonic()
-    result = run(pool, "echo before; kill -9 $(cat /run/oh/served.pid); echo after", timeout=3)
+    result = run(pool, "echo before; kill -9 $(cat /run/oh/oh-run.pid); echo after", timeout=3)
     assert result.exit_code == 137 and result.timed_out, result       # no status: it ends at its timeout
     assert time.monotonic() - started < 30
     assert result.vm not in running_names(host.connection.get())

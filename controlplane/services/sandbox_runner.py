@@ -42,7 +42,7 @@ class SandboxRunner:
 
     def start(self) -> None:
         """Clear what an earlier agent left behind, then warm a pool for every built image."""
-        from hypervisor.sandbox import purge
+        from hypervisor.microvm import purge
 
         removed = purge(self.host, self.work_root)
         if removed:
@@ -53,7 +53,7 @@ class SandboxRunner:
             self.pool(slug)
 
     def pool(self, slug: str):
-        from hypervisor.sandbox import SandboxImage, WarmPool
+        from hypervisor.microvm import SandboxImage, WarmPool
 
         with self._lock:
             if slug in self.pools:

@@ -1,53 +1,30 @@
-"""``oh-run``: the one program that runs sandbox commands in the guest, and how it is built.
+/* oh-run: the one program that runs sandbox commands in the guest (host side: runport.py, run.py).
 
-Under TCG every exec in the guest costs tens of milliseconds (``date`` alone ~60 ms, a ``head | tee |
-cat`` pipeline ~200 ms, measured in docs/sandboxes.md), so the per-run chores are done by one small
-static program instead of a shell script. It has two modes.
+   Under TCG every exec in the guest costs tens of milliseconds, so the per-run chores are done by one
+   small static program instead of a shell script. Two modes:
 
-**Served** (the pool's normal path; no guest agent involved):
+   Served (the pool's normal path; no guest agent involved), started once in the template before its
+   state is saved, so every clone has it running:
+       oh-run --serve PORT_NAME WORKDIR COMMAND_FILE OUTPUT_FILE
+   It opens the virtio-serial port PORT_NAME and serves requests on it, one after the other. A request
+   is a series of records "<T><name length> <data length>\n<name><data>": H (data "SECONDS NANOSECONDS
+   SEED_HEX LIMIT"), any number of F (a file for WORKDIR, a plain name), one C (the command, written to
+   COMMAND_FILE) and E (the end). oh-run answers "A\n" once it has the whole request, then
+   "O<length>\n<bytes>" frames of output and finally "X<status>\n".
 
-    oh-run --serve PORT_NAME WORKDIR COMMAND_FILE OUTPUT_FILE
+   One-shot (through the guest agent, for clones without the port or daemon):
+       oh-run SECONDS NANOSECONDS SEED_HEX WORKDIR COMMAND_FILE OUTPUT_FILE LIMIT   (F and C records on stdin)
+   writes the output to stdout (qemu-ga captures it), exits with the command's status and, just before,
+   writes "done N" to the port org.openhosting.run if there is one.
 
-started once in the template before its state is saved, so every clone has it running. It opens the
-virtio-serial port named PORT_NAME and serves requests on it, one after the other. A request is a
-series of records ``<T><name length> <data length>\n<name><data>``: ``H`` (data ``SECONDS NANOSECONDS
-SEED_HEX LIMIT``), any number of ``F`` (a file for WORKDIR, a plain name), one ``C`` (the user's
-command, written to COMMAND_FILE) and ``E`` (the end). oh-run answers ``A\n`` once it has the whole
-request, then ``O<length>\n<bytes>`` frames of output and finally ``X<status>\n``.
-
-**One-shot** (the guest agent's path, for clones without the port or daemon):
-
-    oh-run SECONDS NANOSECONDS SEED_HEX WORKDIR COMMAND_FILE OUTPUT_FILE LIMIT   (records on stdin)
-
-reads the same F and C records on stdin (guest-exec input-data), writes the output to stdout (qemu-ga
-captures it), exits with the command's status and, just before, writes ``done N`` to the port named
-``org.openhosting.run`` if there is one, so the host asks qemu-ga at once instead of polling.
-
-Either way a run:
-1. sets the clock (a paused clone's clock stopped when it was paused);
-2. mixes SEED (host randomness) into the kernel's pool and forces a CRNG reseed (RNDRESEEDCRNG);
-3. writes the files and the command;
-4. forks ``/bin/sh COMMAND_FILE`` in WORKDIR, in its own session, stdin /dev/null, stdout and
-   stderr on one pipe (interleaved as written), with oom_score_adj 0 (oh-run keeps -1000, so the
-   collector outlives an OOM in the guest), in the environment oh-run was given;
-5. passes on the first LIMIT bytes of that pipe and copies them to OUTPUT_FILE, and drains the rest,
-   so a flood never reaches the host and the program is never stopped by a full pipe;
-6. when the shell exits, kills what it left in its session (background jobs holding the pipe); the
+   Either way a run sets the clock, mixes SEED into the kernel's pool and forces a CRNG reseed, writes
+   the files and the command, forks /bin/sh COMMAND_FILE in WORKDIR in its own session (stdout and
+   stderr on one pipe, oom_score_adj 0), passes on the first LIMIT bytes of that pipe (copied to
+   OUTPUT_FILE) and drains the rest, and when the shell exits kills what it left in its session. The
    status is the shell's (128+N for a signal; 125 when oh-run itself could not run it).
 
-The host compiles it once (`build`, gcc -static, cached by source hash) and the template copies it to
-the guest's tmpfs before its state is saved; images do not need to carry it.
-"""
+   Built by the host (build.py: gcc -static, cached by the hash of this file). */
 
-from __future__ import annotations
-
-import hashlib
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
-
-SOURCE = r"""
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -356,28 +333,3 @@ int main(int argc, char **argv) {
     ring(code);
     return code;
 }
-"""
-
-DIGEST = hashlib.sha256(SOURCE.encode()).hexdigest()[:16]
-
-
-def build(cache_dir: Path, *, compiler: str | None = None) -> Path | None:
-    """The static ``oh-run`` binary for this source, compiled into ``cache_dir`` once; None when no C
-    compiler (or no static libc) is available, and the caller falls back to a shell wrapper."""
-    target = Path(cache_dir) / f"oh-run-{DIGEST}"
-    if target.exists():
-        return target
-    cc = compiler or shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        return None
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
-        src = Path(tmp) / "oh-run.c"
-        src.write_text(SOURCE)
-        out = Path(tmp) / "oh-run"
-        done = subprocess.run([cc, "-static", "-Os", "-s", "-Wall", "-o", str(out), str(src)],
-                              capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            return None
-        out.replace(target)
-    return target

@@ -1,0 +1,443 @@
+"""oh-guest's protocol end to end, without a VM: the real program, built for the host and run as
+root against a socketpair, with a temporary workspace and a test uid (tests/guestd_support.py).
+test_guestd_vm.py proves the same through a real virtio-serial port."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hypervisor.microvm import guestd
+from hypervisor.microvm.guest_channel import GuestChannel
+from hypervisor.microvm.guestd import (GuestBadArchive, GuestBadRequest, GuestGone, GuestNoParent,
+                                       GuestNotADirectory, GuestNotAFile, GuestNotFound, GuestOutside,
+                                       GuestPermissionDenied, GuestTooLarge, GuestUnsafeArchive)
+from hypervisor.microvm.tarcheck import Limits
+
+from .guestd_support import GID, UID, make_tar, snapshot, start
+
+
+@pytest.fixture(scope="module")
+def guest():
+    g = start()
+    yield g
+    assert g.stop() == 0                 # the host end closed: oh-guest ends cleanly
+
+
+@pytest.fixture
+def ch(guest) -> GuestChannel:
+    return guest.channel
+
+
+# --- exec ------------------------------------------------------------------------------------
+
+def test_exec_separates_streams_and_reports_status(ch, guest):
+    r = ch.exec("id -u; id -g; pwd; echo to-err >&2; printf out; exit 7")
+    assert r.stdout == f"{UID}\n{GID}\n{guest.workspace}\nout".encode()
+    assert r.stderr == b"to-err\n"
+    assert (r.exit_code, r.signal, r.timed_out) == (7, None, False)
+
+
+def test_exec_signal_env_cwd_and_root(ch, guest):
+    assert ch.exec("kill -9 $$").signal == 9
+    r = ch.exec(["sh", "-c", 'echo "$GREETING $HOME"; pwd'], env={"GREETING": "hi"}, cwd="/")
+    assert r.stdout == f"hi {guest.root / 'home'}\n/\n".encode()
+    assert ch.exec("id -u", uid=0).stdout == b"0\n"
+
+
+def test_exec_missing_program_is_not_found(ch):
+    with pytest.raises(GuestNotFound):
+        ch.exec(["/no/such/program"])
+
+
+def test_exec_stdin_streams_a_large_input(ch):
+    data = os.urandom(3 << 20)
+    r = ch.exec("sha256sum", input=data)
+    assert r.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+
+
+def test_exec_timeout_terms_then_kills_the_group(ch):
+    r = ch.exec("sleep 30 & sleep 30", timeout=0.3)
+    assert (r.timed_out, r.signal) == (True, 15)
+    stubborn = ch.exec("trap '' TERM; echo ready; sleep 30; echo survived", timeout=0.3, kill_after=0.3)
+    assert (stubborn.timed_out, stubborn.signal, stubborn.stdout) == (True, 9, b"ready\n")
+
+
+def test_exec_host_cancel(ch):
+    proc = ch.exec_stream("echo started; exec sleep 30")
+    stream = iter(proc)
+    assert next(stream) == ("stdout", b"started\n")
+    proc.cancel()
+    result = proc.wait()
+    assert result.cancelled and result.signal == 15
+
+
+def test_exec_leftovers_in_its_group_are_killed(ch, guest):
+    pidfile = guest.workspace / "left.pid"
+    assert ch.exec(f"sleep 30 & echo $! > {pidfile}").exit_code == 0
+    pid = int(pidfile.read_text())
+    _gone(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _gone(pid: int) -> None:
+    for _ in range(200):                  # reaped by whoever is its parent; not a timing claim
+        if not _alive(pid):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{pid} still runs")
+
+
+# --- spawn -----------------------------------------------------------------------------------
+
+def test_spawn_outlives_the_call(ch, guest):
+    log = guest.workspace / "spawned.log"
+    pid = ch.spawn("echo begun; id -u; exec sleep 60", stdout=str(log))
+    try:
+        assert _alive(pid)
+        assert ch.exec(f"kill -0 {pid} && echo alive").stdout == b"alive\n"
+        deadline = time.monotonic() + 10
+        while log.read_text() != f"begun\n{UID}\n" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert log.read_text() == f"begun\n{UID}\n"
+        assert os.stat(log).st_uid == UID
+        assert os.getsid(pid) == pid      # its own session
+    finally:
+        os.kill(pid, 9)
+    _gone(pid)
+
+
+# --- files -----------------------------------------------------------------------------------
+
+def test_put_get_stat_round_trip(ch, guest):
+    data = os.urandom(5 << 20) + b"end"
+    assert ch.put_file("big.bin", iter([data[:100], data[100:]]), mode=0o640) == len(data)
+    st = os.stat(guest.workspace / "big.bin")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777, st.st_size) == (UID, GID, 0o640, len(data))
+    reader = ch.get_file(str(guest.workspace / "big.bin"))
+    assert reader.stat.size == len(data)
+    assert reader.read() == data
+    gst = ch.stat("big.bin")
+    assert (gst.type, gst.size, gst.mode, gst.uid) == ("f", len(data), 0o640, UID)
+    assert ch.put_file("big.bin", b"small") == 5           # replaced whole
+    assert (guest.workspace / "big.bin").read_bytes() == b"small"
+    assert not [p for p in os.listdir(guest.workspace) if p.startswith(".oh-put")]
+
+
+def test_put_errors_are_distinct(ch, guest):
+    (guest.workspace / "a-dir").mkdir(exist_ok=True)
+    with pytest.raises(GuestNoParent):
+        ch.put_file("missing/x", b"x")
+    (guest.workspace / "plain").write_text("")
+    with pytest.raises(GuestNoParent):
+        ch.put_file("plain/x", b"x")
+    with pytest.raises(GuestNotAFile):
+        ch.put_file("a-dir", b"x")
+    with pytest.raises(GuestPermissionDenied):
+        ch.put_file(str(guest.root / "x"), b"x")           # root's directory
+    assert not (guest.root / "x").exists()
+
+
+def test_put_as_root_inside_a_root_directory(ch, guest):
+    assert ch.put_file(str(guest.root / "rootfile"), b"r", uid=0) == 1
+    assert os.stat(guest.root / "rootfile").st_uid == 0
+
+
+def test_get_errors_are_distinct(ch, guest):
+    secret = guest.workspace / "root-only"
+    secret.write_text("x")
+    secret.chmod(0o600)
+    with pytest.raises(GuestNotFound):
+        ch.get_file("nothing-here")
+    with pytest.raises(GuestNotAFile):
+        ch.get_file(".")
+    with pytest.raises(GuestPermissionDenied):
+        ch.get_file("root-only")
+    assert ch.get_file("root-only", uid=0).read() == b"x"
+
+
+def test_listdir_types_links_and_errors(ch, guest):
+    d = guest.workspace / "listing"
+    d.mkdir()
+    (d / "f").write_bytes(b"12345")
+    (d / "sub").mkdir()
+    (d / "to-dir").symlink_to("sub")
+    (d / "broken").symlink_to("nowhere")
+    (d / ".hidden").write_text("")
+    entries = {e.name: e for e in ch.listdir("listing")}
+    assert sorted(entries) == [".hidden", "broken", "f", "sub", "to-dir"]
+    assert (entries["f"].type, entries["f"].size, entries["f"].target_type) == ("f", 5, "f")
+    assert (entries["sub"].type, entries["to-dir"].type, entries["to-dir"].target_type) == ("d", "l", "d")
+    assert entries["broken"].target_type == "-"
+    with pytest.raises(GuestNotADirectory):
+        ch.listdir("listing/f")
+    with pytest.raises(GuestNotFound):
+        ch.listdir("listing/none")
+
+
+def test_beneath_refuses_paths_and_links_out(ch, guest):
+    ws = str(guest.workspace)
+    (guest.workspace / "out-link").symlink_to(guest.outside)
+    (guest.workspace / "secret-link").symlink_to(guest.outside / "secret")
+    before = snapshot(guest.outside)
+    for path in ("../outside/secret", "secret-link", str(guest.outside / "secret"), "out-link/secret"):
+        with pytest.raises(GuestOutside):
+            ch.get_file(path, beneath=ws)
+    for path in ("out-link/new", "../outside/new", "/etc/new"):
+        with pytest.raises(GuestOutside):
+            ch.put_file(path, b"x", beneath=ws)
+    with pytest.raises(GuestOutside):
+        ch.listdir("out-link", beneath=ws)
+    assert snapshot(guest.outside) == before
+    # without beneath the user may follow its own link, with its own rights
+    assert ch.get_file("secret-link").read() == b"root's\n"
+
+
+# --- untar -----------------------------------------------------------------------------------
+
+def test_untar_extracts_as_the_user(ch, guest):
+    (guest.workspace / "proj").mkdir()
+    os.chown(guest.workspace / "proj", UID, GID)
+    data = make_tar([("./", "dir", None), ("src", "dir", None), ("src/main.py", "file", "print(1)\n"),
+                     ("src/link", "symlink", "main.py"), ("hard", "hardlink", "src/main.py"),
+                     ("docs/a/b.txt", "file", "deep")])
+    assert ch.untar("proj", data) == 6
+    p = guest.workspace / "proj"
+    assert (p / "src" / "main.py").read_text() == "print(1)\n"
+    assert os.readlink(p / "src" / "link") == "main.py"
+    assert (p / "docs" / "a" / "b.txt").read_text() == "deep"
+    assert {os.stat(x).st_uid for x in (p / "src", p / "src" / "main.py", p / "docs" / "a")} == {UID}
+
+
+@pytest.mark.parametrize("members", [
+    [("/etc/evil", "file", "x")],
+    [("../evil", "file", "x")],
+    [("a/../../evil", "file", "x")],
+    [("l", "symlink", "/etc")],
+    [("l", "symlink", "../outside")],
+    [("d", "dir", None), ("d/l", "symlink", "../..")],
+    [("a", "symlink", "."), ("b", "symlink", "a/..")],
+    [("l", "symlink", "sub"), ("l/x", "file", "x")],
+    [("h", "hardlink", "/etc/passwd")],
+    [("h", "hardlink", "../outside/secret")],
+    [("f", "fifo", None)],
+    [("c", "chr", None)],
+])
+def test_untar_refuses_unsafe_archives_on_the_host(ch, guest, members):
+    before = snapshot(guest.root)
+    with pytest.raises(GuestUnsafeArchive):
+        ch.untar("", make_tar(members))
+    assert snapshot(guest.root) == before
+
+
+def test_untar_guest_refuses_members_below_an_existing_link(ch, guest):
+    (guest.workspace / "escape").symlink_to(guest.outside)
+    before = snapshot(guest.outside)
+    with pytest.raises(GuestUnsafeArchive):
+        ch.untar("", make_tar([("escape/planted", "file", "x")]))
+    assert snapshot(guest.outside) == before
+
+
+def test_untar_limits_and_garbage(ch):
+    with pytest.raises(GuestBadArchive):
+        ch.untar("", b"not a tar.gz at all")
+    with pytest.raises(GuestTooLarge):
+        ch.untar("", make_tar([("big", "file", b"\0" * 200_000)]), limits=Limits(unpacked=100_000))
+    with pytest.raises(GuestTooLarge):
+        ch.untar("", make_tar([(f"f{i}", "file", "") for i in range(20)]), limits=Limits(members=10))
+    with pytest.raises(GuestTooLarge):
+        ch.untar("", make_tar([("x", "file", os.urandom(3000))]), limits=Limits(compressed=1000))
+
+
+# --- pty -------------------------------------------------------------------------------------
+
+def test_pty_round_trip_resize_and_exit(ch, guest):
+    pty = ch.pty_open(rows=30, cols=100)
+    pty.write(b"stty size; id -u; pwd\n")
+    out = pty.read_until(str(guest.workspace).encode(), 10)
+    assert b"30 100" in out and str(UID).encode() in out
+    pty.resize(50, 132)
+    pty.write(b"stty size\n")
+    pty.read_until(b"50 132", 10)
+    pty.write(b"exit 4\n")
+    while pty.read(10):
+        pass
+    assert (pty.ended, pty.exit_code) == (True, 4)
+
+
+def test_pty_close_hangs_up_but_nohup_and_setsid_survive(ch, guest):
+    pty = ch.pty_open()
+    pty.write(b"nohup sleep 60 >/dev/null 2>&1 & echo N=$!; sleep 62 & echo J=$!; "
+              b"setsid sh -c 'echo S=$$; exec sleep 61 </dev/null >/dev/null 2>&1' &\n")
+    out = ""
+    while not re.search(r"S=\d+\r", out):      # printed once it is in its own session
+        out += pty.read_until(b"\n", 10).decode()
+    nohup_pid = int(re.search(r"N=(\d+)", out).group(1))      # (the terminal echoes N=$! first)
+    job_pid = int(re.search(r"J=(\d+)", out).group(1))
+    setsid_pid = int(re.search(r"S=(\d+)", out).group(1))
+    shell = pty.pid
+    pty.close()
+    _gone(shell)
+    _gone(job_pid)                        # a plain job got the shell's SIGHUP
+    assert _alive(nohup_pid) and _alive(setsid_pid)
+    os.kill(nohup_pid, 9)
+    os.kill(setsid_pid, 9)
+
+
+def test_several_ptys_at_once(ch):
+    ptys = [ch.pty_open() for _ in range(4)]
+    for i, pty in enumerate(ptys):
+        pty.write(f"echo tty-$((100+{i}))\n".encode())
+    for i, pty in enumerate(ptys):
+        pty.read_until(f"tty-{100 + i}".encode(), 10)
+    for pty in ptys:
+        pty.close()
+
+
+# --- concurrency and flow control ------------------------------------------------------------
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_unread_flood_does_not_block_others_or_grow_the_guest(ch, guest):
+    flood = ch.exec_stream("head -c 100000000 /dev/zero; echo tail >&2")
+    # nobody reads the flood yet: other channels still work, and oh-guest holds a bounded buffer
+    assert ch.exec("echo quick").stdout == b"quick\n"
+    assert ch.put_file("during-flood", os.urandom(1 << 20)) == 1 << 20
+    pty = ch.pty_open()
+    pty.write(b"echo pty-ok\n")
+    pty.read_until(b"pty-ok", 10)
+    pty.close()
+    assert _rss_kib(guest.process.pid) < 16 * 1024
+    total = 0
+    for stream, data in flood:
+        if stream == "stdout":
+            total += len(data)
+    assert total == 100_000_000 and flood.result.exit_code == 0
+
+
+def test_exec_pty_and_put_at_once(ch):
+    errors, results = [], {}
+
+    def run(name, fn):
+        try:
+            results[name] = fn()
+        except Exception as exc:      # noqa: BLE001 - reported below
+            errors.append((name, exc))
+
+    def pty_session():
+        pty = ch.pty_open()
+        for i in range(20):
+            pty.write(f"echo line-{i}-$((i=1))\n".encode())
+            pty.read_until(f"line-{i}-1".encode(), 20)
+        pty.close()
+        return True
+
+    blob = os.urandom(4 << 20)
+    jobs = {
+        "exec": lambda: ch.exec("for i in $(seq 2000); do echo out $i; echo err $i >&2; done"),
+        "pty": pty_session,
+        "put": lambda: ch.put_file("concurrent.bin", blob),
+        "get": lambda: ch.exec("sha256sum concurrent.bin || true"),
+    }
+    threads = [threading.Thread(target=run, args=item) for item in jobs.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert results["exec"].stdout.count(b"\n") == 2000 and results["exec"].stderr.count(b"\n") == 2000
+    assert results["put"] == len(blob) and results["pty"]
+    assert ch.get_file("concurrent.bin").read() == blob
+
+
+def test_slow_reader_gets_everything_in_order(ch):
+    proc = ch.exec_stream("seq 1 200000")
+    got = []
+    for i, (stream, data) in enumerate(proc):
+        got.append(data)
+        if i % 8 == 0:
+            time.sleep(0.005)             # a slow consumer; correctness only
+    assert b"".join(got) == b"".join(b"%d\n" % i for i in range(1, 200001))
+
+
+# --- the channel itself ----------------------------------------------------------------------
+
+def test_sync_time_seeds_and_skips_the_clock_in_tests(ch):
+    assert ch.sync_time() == {"clock": "skipped", "seeded": "64"}
+
+
+def test_unknown_operation_and_nul_in_a_request(ch):
+    with pytest.raises(GuestBadRequest):
+        ch.open("frobnicate", []).expect_start(10)
+    with pytest.raises(GuestBadRequest):
+        ch.exec(["echo", "a\0b"])
+
+
+def _read_frame(sock) -> tuple[int, int, bytes]:
+    head = b""
+    while len(head) < guestd.HEAD.size:
+        head += sock.recv(guestd.HEAD.size - len(head))
+    kind, cid, n = guestd.HEAD.unpack(head)
+    payload = b""
+    while len(payload) < n:
+        payload += sock.recv(n - len(payload))
+    return kind, cid, payload
+
+
+def test_a_new_hello_resynchronises_after_a_half_sent_frame():
+    g = start(raw=True)
+    try:
+        sock = g.sock
+        # an earlier host: HELLO, a PTY open, then half a frame and gone
+        sock.sendall(guestd.frame(guestd.HELLO, 0, guestd.MAGIC + b"12345678"))
+        assert _read_frame(sock) == (guestd.HELLO, 0, guestd.MAGIC + b"12345678")
+        sock.sendall(guestd.frame(guestd.OPEN, 1, guestd.records([("op", "pty")])))
+        kind, cid, payload = _read_frame(sock)
+        assert (kind, cid) == (guestd.OK, 1)
+        shell = int(guestd.parse_records(payload)["pid"])
+        sock.sendall(guestd.HEAD.pack(guestd.DATA, 1, 60000) + b"x" * 100)
+        # a new host on the same stream: NOPs + HELLO bring it back in step and drop the old channels
+        ch = GuestChannel(sock)
+        assert ch.exec("echo again").stdout == b"again\n"
+        _gone(shell)                      # the old session's shell was hung up
+        g.channel = ch
+    finally:
+        g.stop()
+
+
+def test_garbage_puts_the_guest_out_of_step_until_the_next_hello():
+    g = start(raw=True)
+    try:
+        g.sock.sendall(bytes([200]) + os.urandom(5000))
+        g.channel = GuestChannel(g.sock)
+        assert g.channel.exec("echo fine").stdout == b"fine\n"
+    finally:
+        g.stop()
+
+
+def test_guest_exit_fails_waiters_with_gone():
+    g = start()
+    proc = g.channel.exec_stream("sleep 30")
+    g.process.kill()
+    g.process.wait()
+    with pytest.raises(GuestGone):
+        proc.wait()
+    with pytest.raises(GuestGone):
+        g.channel.exec("true")
+    g.stop()
