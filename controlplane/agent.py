@@ -42,6 +42,13 @@ class Agent:
         self.sandboxes = SandboxRunner(services.db, services.settings, services.sandboxes,
                                        services.servers.substrate.host, self.queue, services.pool)
         self.register(self.sandboxes)
+        self.submissions = None
+        face = services.workspaces_face
+        if face is not None and getattr(face, "submissions", None) is not None:
+            from .services.submission_runner import SubmissionRunner
+
+            self.submissions = SubmissionRunner(services.db, services.settings, face.submissions.files,
+                                                face.projects.files, self.sandboxes, self.queue.owner)
 
     def register(self, runner: Runner) -> None:
         self.runners[runner.kind] = runner
@@ -119,6 +126,12 @@ class Agent:
         recovered = self.queue.recover_own()
         if recovered:
             log.info("requeued %d job(s) left running by an earlier agent", recovered)
+        if self.submissions is not None:
+            try:
+                self.submissions.reconcile()  # before any submission runs: what a dead agent left
+            except Exception:
+                log.exception("reconciling submissions failed")
+            self.submissions.start()
         threads = [threading.Thread(target=self._work, name=f"jobs-{i}", daemon=True)
                    for i in range(self.workers)]
         threads += [threading.Thread(target=self._tick, args=p, daemon=True) for p in self.periodic]
@@ -128,6 +141,8 @@ class Agent:
         log.info("agent running (%s), job kinds: %s", self.queue.owner, ", ".join(self.runners))
         self.stopping.wait()
         self.wake.set()
+        if self.submissions is not None:
+            self.submissions.close()
         self.sandboxes.close()
 
 
