@@ -137,8 +137,16 @@ class SubmissionRunner:
         channel = None
         try:
             self._update(submission_id, status=sub.PREPARATION, vm=vm.name, started_at=utcnow())
-            channel = GuestChannel.connect(runport.port_path(vm.guest, guestd.GUEST_CHANNEL), hello_timeout=60)
-            channel.sync_time()
+            try:
+                path = runport.port_path(vm.guest, guestd.GUEST_CHANNEL)
+                if not path:
+                    raise guestd.GuestGone(reason="the VM has no oh-guest port")
+                channel = GuestChannel.connect(path, hello_timeout=60)
+                channel.sync_time()
+            except (guestd.GuestError, OSError) as exc:
+                debug(f"oh-guest could not be reached: {exc}")
+                return self._finish(submission_id, sub.INTERNAL_ERROR, f"the VM could not be used: {exc}",
+                                    debug=debug)
             memory = self.settings.submission_memory_limit or max(64, pool.image.memory_mib - 64) * 1024**2
             limits = Limits(output_cap=self.settings.submission_output_cap,
                             wall=float(self.settings.submission_wall_limit), nproc=self.settings.submission_nproc,

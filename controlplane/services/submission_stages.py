@@ -309,8 +309,10 @@ class Execution:
         try:
             raw = self._read(RESULT_FILE, MAX_RESULT)
             if raw is not None:
-                status, self.score = parse_result(raw)
-                self.log(f"scenario result: status {status}, score {self.score:g}")
+                status, score = parse_result(raw)
+                self.log(f"scenario result: status {status}, score {score:g}")
+                if self.final is None:   # a status set before the test stage keeps score 0
+                    self.score = score
                 self.set_status("test", status)
         except ValueError as exc:
             self.set_status("test", sub.PROJECT_ERROR, str(exc))
