@@ -24,8 +24,6 @@ from storage.submissions import SubmissionFiles, pack_auxdata, without
 WS = "/home/user/workspace"
 RUNTIME = "/sphere-engine/runtime"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-RESULT_FILE = f"{RUNTIME}/scenario_result.json"
-REPORT_FILE = f"{RUNTIME}/tests_report.json"
 MAX_RESULT = 1024 * 1024
 MAX_REPORT = 16 * 1024**2
 MAX_AUXDATA = 64 * 1024**2
@@ -34,6 +32,26 @@ INIT_TIMEOUT = 600
 WRAPPER = ('ulimit -u "$OH_NPROC" 2>/dev/null; ulimit -f "$OH_FSIZE_KB" 2>/dev/null; '
            'ulimit -v "$OH_AS_KB" 2>/dev/null; unset OH_NPROC OH_FSIZE_KB OH_AS_KB; exec /bin/sh -c "$0"')
 AUX_TAR = 'if [ -d "$0" ]; then exec tar -C "$0" -cf - .; else exit 3; fi'
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where things are in the guest: the workspace, the runtime directory (its parent is made and
+    given to `uid`), the user."""
+    ws: str = WS
+    runtime: str = RUNTIME
+    uid: int = 1000
+
+    @property
+    def result_file(self) -> str:
+        return f"{self.runtime}/scenario_result.json"
+
+    @property
+    def report_file(self) -> str:
+        return f"{self.runtime}/tests_report.json"
+
+
+VM_LAYOUT = Layout()
 
 
 @dataclass
@@ -114,8 +132,9 @@ class Execution:
 
     def __init__(self, submission_id: int, scenario: str, scenario_body: dict, read_only: list[str],
                  workspace_init: str, project_files: bytes, guest, files: SubmissionFiles, limits: Limits,
-                 log: DebugLog, on_execution=lambda: None):
+                 log: DebugLog, on_execution=lambda: None, layout: Layout = VM_LAYOUT):
         self.id = submission_id
+        self.at = layout
         self.scenario = scenario
         self.body = scenario_body
         self.read_only = read_only
@@ -137,19 +156,20 @@ class Execution:
     # ---- environment -----------------------------------------------------------------------------
 
     def env(self, stage: str | None) -> dict[str, str]:
+        ws, rt = self.at.ws, self.at.runtime
         env = {"PATH": PATH, "HOME": "/home/user", "USER": "user", "LANG": "C.UTF-8",
-               "SE_PATH_WORKSPACE": WS, "SE_PATH_RUNTIME": RUNTIME, "SE_PATH_RUNTIME_DATA": f"{RUNTIME}/data",
-               "SE_PATH_FINAL_TESTS_REPORT": REPORT_FILE,
-               "SE_PATH_UNIT_TESTS_REPORT": f"{RUNTIME}/unit_tests_report.xml",
-               "SE_PATH_TEST_CASES": f"{WS}/.sphere-engine/test_cases", "SE_NETWORK_PORT_HTTP": "8080",
+               "SE_PATH_WORKSPACE": ws, "SE_PATH_RUNTIME": rt, "SE_PATH_RUNTIME_DATA": f"{rt}/data",
+               "SE_PATH_FINAL_TESTS_REPORT": self.at.report_file,
+               "SE_PATH_UNIT_TESTS_REPORT": f"{rt}/unit_tests_report.xml",
+               "SE_PATH_TEST_CASES": f"{ws}/.sphere-engine/test_cases", "SE_NETWORK_PORT_HTTP": "8080",
                "SE_NETWORK_PORT_MYSQL": "3306", "SE_NETWORK_PORT_MONGODB": "27017", "SE_NETWORK_PORT_VNC": "5900",
-               "SE_PATH_SCENARIO_RESULT": RESULT_FILE, "SE_SCENARIO": self.scenario}
+               "SE_PATH_SCENARIO_RESULT": self.at.result_file, "SE_SCENARIO": self.scenario}
         if stage is not None:
             env["SE_CURRENT_STAGE"] = stage
             for name in STAGES[:4]:
                 upper = name.upper()
-                env[f"SE_PATH_STAGE_{upper}_STDOUT"] = f"{RUNTIME}/stages/{name}.stdout"
-                env[f"SE_PATH_STAGE_{upper}_STDERR"] = f"{RUNTIME}/stages/{name}.stderr"
+                env[f"SE_PATH_STAGE_{upper}_STDOUT"] = f"{rt}/stages/{name}.stdout"
+                env[f"SE_PATH_STAGE_{upper}_STDERR"] = f"{rt}/stages/{name}.stderr"
                 code, sig = self.finished.get(name, ("", ""))
                 env[f"SE_STAGE_{upper}_EXIT_CODE"] = code
                 env[f"SE_STAGE_{upper}_SIGNAL"] = sig
@@ -161,31 +181,34 @@ class Execution:
 
     def prepare(self) -> None:
         """Runtime directories, the project's files, then the source (minus read-only paths)."""
-        done = self.guest.exec(f"mkdir -p {RUNTIME}/data {RUNTIME}/stages {WS} && chown -R 1000:1000 /sphere-engine",
-                               uid=0, gid=0, timeout=30)
+        ws, rt, uid = self.at.ws, self.at.runtime, self.at.uid
+        top = rt.rsplit("/", 1)[0]
+        done = self.guest.exec(["/bin/sh", "-c", 'mkdir -p "$0/data" "$0/stages" "$2" && chown -R "$3:$3" "$1"',
+                                rt, top, ws, str(uid)], uid=0, gid=0, timeout=30)
         if done.exit_code != 0:
-            raise GuestError(reason=f"could not make {RUNTIME}: {done.stderr[-200:]!r}")
-        members = self.guest.untar(WS, self.project_files, beneath=WS)
-        self.log(f"project files laid into {WS}: {members} members")
+            raise GuestError(reason=f"could not make {rt}: {done.stderr[-200:]!r}")
+        members = self.guest.untar(ws, self.project_files, beneath=ws)
+        self.log(f"project files laid into {ws}: {members} members")
         source = self.files.load(self.id, sub.CLEAN_SOURCE) or b""
         source, skipped = without(source, self.read_only)
         for name in skipped:
             self.log(f"source member {name!r} skipped: read-only path of the project")
         try:
-            members = self.guest.untar(WS, source, beneath=WS)
+            members = self.guest.untar(ws, source, beneath=ws)
         except GuestError as exc:
             if exc.kind in ("unsafe", "badarchive", "toolarge", "outside"):
                 raise ProjectError(f"the source could not be laid: {exc.message}") from None
             raise
-        self.log(f"source laid into {WS}: {members} members")
+        self.log(f"source laid into {ws}: {members} members")
 
     def run_init(self) -> None:
         if not self.workspace_init.strip():
             self.log("workspace_init: none")
             return
-        self.guest.put_file(f"{RUNTIME}/workspace_init", self.workspace_init.encode(), mode=0o755)
+        script = f"{self.at.runtime}/workspace_init"
+        self.guest.put_file(script, self.workspace_init.encode(), mode=0o755)
         timeout = max(1.0, min(INIT_TIMEOUT, self.deadline - time.monotonic()))
-        result, seconds = self._exec(f"{RUNTIME}/workspace_init", timeout, "workspace_init_output",
+        result, seconds = self._exec(script, timeout, "workspace_init_output",
                                      "workspace_init_error", self.env(None))
         failed = result.timed_out or result.exit_code != 0
         self.log(f"workspace_init: {self._how(result)} in {seconds:.2f} s" + (" (failed; stages run anyway)"
@@ -196,7 +219,7 @@ class Execution:
         err = self.files.writer(self.id, err_name, self.limits.output_cap)
         started = time.monotonic()
         try:
-            proc = self.guest.exec_stream(["/bin/bash", "-c", WRAPPER, command], env=env, cwd=WS,
+            proc = self.guest.exec_stream(["/bin/bash", "-c", WRAPPER, command], env=env, cwd=self.at.ws,
                                           timeout=timeout, kill_after=2.0)
             result = proc.wait(on_stdout=out.write, on_stderr=err.write)
         finally:
@@ -256,7 +279,7 @@ class Execution:
         self.log(f"stage {name}: {self._how(result)} in {seconds:.2f} s (timeout {timeout:g} s)")
         if name != "post":
             for suffix, stream in (("stdout", f"stage_{name}_output"), ("stderr", f"stage_{name}_error")):
-                self.guest.put_file(f"{RUNTIME}/stages/{name}.{suffix}", self.files.load(self.id, stream) or b"")
+                self.guest.put_file(f"{self.at.runtime}/stages/{name}.{suffix}", self.files.load(self.id, stream) or b"")
         if result.timed_out:
             self.set_status(name, sub.TIME_LIMIT, "the submission's wall-clock limit was reached" if walled
                             else f"the {name} stage exceeded its timeout of {timeout:g} s")
@@ -307,7 +330,7 @@ class Execution:
         if test is None:
             return
         try:
-            raw = self._read(RESULT_FILE, MAX_RESULT)
+            raw = self._read(self.at.result_file, MAX_RESULT)
             if raw is not None:
                 status, score = parse_result(raw)
                 self.log(f"scenario result: status {status}, score {score:g}")
@@ -319,7 +342,7 @@ class Execution:
         if test.timed_out or test.signal is not None or test.exit_code != 0:
             self.set_status("test", sub.FAIL, f"the test stage failed ({self._how(test)})")
         try:
-            raw = self._read(REPORT_FILE, MAX_REPORT)
+            raw = self._read(self.at.report_file, MAX_REPORT)
             report = validate_report(raw) if raw is not None else []
         except ValueError as exc:
             self.set_status("test", sub.PROJECT_ERROR, str(exc))
@@ -331,7 +354,7 @@ class Execution:
     def collect(self) -> None:
         """After post: the tests report and the auxdata directories."""
         try:
-            raw = self._read(REPORT_FILE, MAX_REPORT)
+            raw = self._read(self.at.report_file, MAX_REPORT)
             if raw is not None:
                 validate_report(raw)
                 self.streams["tests_report"] = self.files.save(self.id, "tests_report", raw)
@@ -347,7 +370,8 @@ class Execution:
                     chunks.append(data)
                     size[0] += len(data)
 
-            proc = self.guest.exec_stream(["/bin/sh", "-c", AUX_TAR, path], env={"PATH": PATH}, cwd=WS, timeout=120)
+            proc = self.guest.exec_stream(["/bin/sh", "-c", AUX_TAR, path], env={"PATH": PATH}, cwd=self.at.ws,
+                                           timeout=120)
             result = proc.wait(on_stdout=take, on_stderr=lambda _: None)
             if result.exit_code == 3:
                 self.log(f"auxdata {key}: {path} is not a directory; skipped")
