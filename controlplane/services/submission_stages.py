@@ -277,13 +277,19 @@ class Execution:
         self.finished[name] = ("" if result.exit_code is None else str(result.exit_code),
                                "" if result.signal is None else str(result.signal))
         self.log(f"stage {name}: {self._how(result)} in {seconds:.2f} s (timeout {timeout:g} s)")
-        if name != "post":
+        if self._later_active(name):     # later stages may read $SE_PATH_STAGE_<X>_STDOUT/STDERR
             for suffix, stream in (("stdout", f"stage_{name}_output"), ("stderr", f"stage_{name}_error")):
                 self.guest.put_file(f"{self.at.runtime}/stages/{name}.{suffix}", self.files.load(self.id, stream) or b"")
         if result.timed_out:
             self.set_status(name, sub.TIME_LIMIT, "the submission's wall-clock limit was reached" if walled
                             else f"the {name} stage exceeded its timeout of {timeout:g} s")
         return result
+
+    def _later_active(self, name: str) -> bool:
+        later = STAGES[STAGES.index(name) + 1:]
+        specs = self.body.get("stages") or {}
+        return any((specs.get(n) or {}).get("command") is not None and not (specs.get(n) or {}).get("skip", False)
+                   for n in later)
 
     def _read(self, path: str, limit: int) -> bytes | None:
         try:
