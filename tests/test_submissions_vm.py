@@ -180,8 +180,8 @@ def test_limits_end_in_a_final_status(acct, project):
     config["scenarios"] = {
         "forkbomb": {"stages": {"run": {"command": "bomb() { bomb | bomb & }; bomb; sleep 3; echo alive",
                                         "timeout": 20}}},
-        "memhog": {"stages": {"run": {"command": "python3 -c 'x = bytearray(600 * 2**20)'", "timeout": 30}}},
-        "filler": {"default": True, "stages": {"run": {"command": "head -c 400M /dev/zero > big", "timeout": 60},
+        "memhog": {"stages": {"run": {"command": "python3 -c 'x = bytearray(600 * 2**20)'", "timeout": 300}}},
+        "filler": {"default": True, "stages": {"run": {"command": "head -c 400M /dev/zero > big", "timeout": 300},
                                                "post": {"command": "echo post; rm -f big", "timeout": 10}}},
     }
     text = json.dumps(config)
@@ -231,4 +231,4 @@ def test_agent_restart_ends_running_submission_in_20(site, acct, project):
     assert item["result"]["status"] == {"code": 20, "name": "internal error"}
     assert b"agent stopped" in stream(acct, item, "debug_log")
     # the restarted agent runs new submissions
-    assert wait_final(acct, submit(acct, project, "run"))["result"]["status"]["code"] == 15
+    assert wait_final(acct, submit(acct, project, "ok"))["result"]["status"]["code"] == 15
