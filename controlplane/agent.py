@@ -42,8 +42,16 @@ class Agent:
         self.sandboxes = SandboxRunner(services.db, services.settings, services.sandboxes,
                                        services.servers.substrate.host, self.queue, services.pool)
         self.register(self.sandboxes)
-        self.submissions = None
+        self.workspaces = None
         face = services.workspaces_face
+        if face is not None:
+            from .services.workspace_runner import WorkspaceRunner
+
+            self.workspaces = WorkspaceRunner(services.db, services.settings, face.workspaces,
+                                              services.servers.substrate.host, self.queue, services.pool)
+            self.register(self.workspaces)
+            self.every(services.settings.workspace_timer_interval, self.workspaces.timers)
+        self.submissions = None
         if face is not None and getattr(face, "submissions", None) is not None:
             from .services.submission_runner import SubmissionRunner
 
@@ -126,6 +134,11 @@ class Agent:
         recovered = self.queue.recover_own()
         if recovered:
             log.info("requeued %d job(s) left running by an earlier agent", recovered)
+        if self.workspaces is not None:
+            try:
+                self.workspaces.reconcile()  # before any job runs: rows against the VMs that exist
+            except Exception:
+                log.exception("reconciling workspaces failed; the timers retry it")
         if self.submissions is not None:
             try:
                 self.submissions.reconcile()  # before any submission runs: what a dead agent left

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from dataclasses import dataclass
 
 import falcon
 
-from . import containers_face, formats
+from . import containers_face, faces
 from .config import Settings
 from .db import Database
-from .errors import DomainError, Unauthorized, http_status
-from .http import JSON, TEXT
+from .http import TEXT
+from .pages import PageHeaders
+from .resources import description
 from .resources import drives as drive_resources
 from .resources import netresources
 from .resources import sandboxes as sandbox_resources
@@ -23,22 +22,9 @@ from .services.drives import Drives
 from .services.resources import PublicNetwork, Resources
 from .services.sandboxes import Sandboxes
 from .services.servers import Claims, Servers
-from storage.errors import BadData, ChunkTooLarge, OutOfBounds, PoolFull, StorageError
 from storage.pool import DrivePool
 
 log = logging.getLogger("openhosting.api")
-
-# Storage errors, mapped once to (status, X-Elastic-Error).
-STORAGE_HTTP = {
-    OutOfBounds: (400, "usage"),
-    BadData: (400, "usage"),
-    ChunkTooLarge: (413, "usage"),
-    PoolFull: (507, "full"),
-}
-
-# Falcon's own errors (routing, method) in the cloud API's vocabulary.
-FALCON_KINDS = {400: "usage", 401: "auth", 404: "missing", 405: "method", 411: "usage", 413: "usage",
-                415: "usage"}
 
 
 @dataclass
@@ -115,109 +101,14 @@ def build_services(settings: Settings) -> Services:
                                                           notifier(settings.run_dir / "agent.sock")))
 
 
-class BasicAuth:
-    """Every request carries HTTP Basic credentials: user UUID and secret API key."""
-
-    def __init__(self, accounts: Accounts):
-        self.accounts = accounts
-
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if containers_face.owns(req.path):
-            return  # the workspaces face has its own tokens (BearerAuth)
-        header = req.get_header("Authorization") or ""
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() != "basic" or not encoded:
-            raise Unauthorized("HTTP Basic authentication required (user UUID and secret API key)")
-        try:
-            user, _, secret = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            raise Unauthorized("malformed Basic authorization header") from None
-        req.context.user = self.accounts.authenticate(user, secret)
-
-
-def _render_error(req: falcon.Request, resp: falcon.Response, status: int, kind: str, message: str) -> None:
-    resp.status = falcon.code_to_http_status(status)
-    resp.set_header("X-Elastic-Error", kind)
-    message = " ".join(message.split())  # one line
-    if formats.wants_json(req.get_header("Accept")) or req.path.startswith("/api/"):
-        resp.content_type = JSON
-        resp.text = formats.json.dumps({"error": kind, "message": message})
-    else:
-        resp.content_type = TEXT
-        resp.text = message + "\n"
-    if status == 401:
-        resp.set_header("WWW-Authenticate", 'Basic realm="openhosting"')
-    # An error may come before the body was read; do not let a keep-alive reuse a half-read stream.
-    if req.content_length:
-        resp.set_header("Connection", "close")
-
-
-def _domain_error(req, resp, exc: DomainError, params) -> None:
-    status, kind = http_status(exc)
-    _render_error(req, resp, status, kind, exc.message)
-
-
-def _storage_error(req, resp, exc: StorageError, params) -> None:
-    status, kind = next((v for cls, v in STORAGE_HTTP.items() if isinstance(exc, cls)), (500, "failed"))
-    _render_error(req, resp, status, kind, exc.message)
-
-
-def _falcon_error(req, resp, exc: falcon.HTTPError, params) -> None:
-    status = int(exc.status_code)
-    kind = FALCON_KINDS.get(status, "failed" if status >= 500 else "usage")
-    if status == 404:
-        message = f"no such command or object: {req.path}"
-    elif status == 405:
-        message = f"{req.method} is not allowed on {req.path}"
-        resp.set_header("Allow", exc.headers.get("Allow", "") if exc.headers else "")
-    else:
-        message = exc.title + (f": {exc.description}" if exc.description else "")
-    _render_error(req, resp, status, kind, message)
-
-
-def _hypervisor_error(req, resp, exc, params) -> None:
-    from hypervisor.errors import (ConnectionFailed, ConnectionLost, DomainNotFound, InvalidConfig,
-                                   InvalidState, Unsupported)
-
-    log.warning("hypervisor error on %s %s: %s %s", req.method, req.path, type(exc).__name__, exc.context)
-    if isinstance(exc, (InvalidConfig, Unsupported)):
-        # Our own checks word these for users; what libvirt itself said may name host paths.
-        own = "libvirt_code" not in exc.context
-        _render_error(req, resp, 400, "usage", exc.message if own else "the server configuration was refused")
-    elif isinstance(exc, (ConnectionLost, ConnectionFailed)):
-        _render_error(req, resp, 500, "system", "the hypervisor is not reachable right now; try again")
-    elif isinstance(exc, InvalidState):
-        _render_error(req, resp, 409, "busy", "the server is in a state that does not allow this now")
-    elif isinstance(exc, DomainNotFound):
-        _render_error(req, resp, 409, "busy", "the server's virtual machine is not running")
-    else:
-        _render_error(req, resp, 500, "failed", f"the hypervisor refused: {type(exc).__name__}")
-
-
-def _unexpected(req, resp, exc: Exception, params) -> None:
-    if isinstance(exc, falcon.HTTPError):
-        return _falcon_error(req, resp, exc, params)
-    log.exception("unhandled error on %s %s", req.method, req.path)
-    _render_error(req, resp, 500, "system", "internal error; the operator's log has the details")
-
-
 def create_app(services: Services) -> falcon.App:
-    middleware = [BasicAuth(services.accounts)]
     face = services.workspaces_face
-    if face is not None:
-        middleware.append(containers_face.BearerAuth(face.tokens))
-    app = falcon.App(middleware=middleware, media_type=TEXT)
+    extra = [containers_face.face(face.tokens)] if face is not None else []
+    table = faces.build_table(services.accounts, extra)
+    app = falcon.App(middleware=[faces.FaceMiddleware(table), PageHeaders()], media_type=TEXT)
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.secure_cookies_by_default = False
-    # Order matters: Falcon picks the most specific handler registered.
-    # containers_face.handles: errors on /api/v1 get that face's envelope.
-    app.add_error_handler(Exception, containers_face.handles(_unexpected))
-    app.add_error_handler(falcon.HTTPError, containers_face.handles(_falcon_error))
-    app.add_error_handler(StorageError, containers_face.handles(_storage_error))
-    app.add_error_handler(DomainError, containers_face.handles(_domain_error))
-    from hypervisor.errors import HypervisorError
-
-    app.add_error_handler(HypervisorError, containers_face.handles(_hypervisor_error))
+    faces.install(app, table)
     drive_resources.add_routes(app, services.drives)
     netresources.add_routes(app, services.resources, services.settings.max_body)
     server_resources.add_routes(app, services.servers, services.settings.max_body)
@@ -231,6 +122,7 @@ def create_app(services: Services) -> falcon.App:
             from .resources import submissions as submission_resources
 
             submission_resources.add_routes(app, face.submissions, services.settings.public_url)
+    description.add_routes(app, table)
     return app
 
 
@@ -244,7 +136,10 @@ class CanonicalHeaders:
 
     NAMES = {"x-elastic-error": "X-Elastic-Error", "content-type": "Content-Type",
              "content-length": "Content-Length", "location": "Location", "allow": "Allow",
-             "www-authenticate": "WWW-Authenticate", "connection": "Connection"}
+             "www-authenticate": "WWW-Authenticate", "connection": "Connection",
+             "content-security-policy": "Content-Security-Policy",
+             "x-content-type-options": "X-Content-Type-Options", "referrer-policy": "Referrer-Policy",
+             "x-frame-options": "X-Frame-Options"}
 
     def __init__(self, app):
         self.app = app

@@ -1,37 +1,14 @@
-"""Request and response helpers shared by the cloud API resources."""
+"""Response helpers shared by the cloud API resources (request bodies: `controlplane/bodies.py`)."""
 
 from __future__ import annotations
 
 import falcon
 
 from . import formats
-from .errors import TooLarge, Usage
+from .bodies import read_bytes as read_body, read_fields  # noqa: F401  (old names, for branches in flight)
 
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
-
-
-def read_body(req: falcon.Request, limit: int) -> bytes:
-    """The whole body, refused (413) before it is read when it is declared or turns out too large."""
-    length = req.content_length
-    if length is not None and length > limit:
-        raise TooLarge(limit=limit)
-    data = req.bounded_stream.read(limit + 1)
-    if len(data) > limit:
-        raise TooLarge(limit=limit)
-    return data
-
-
-def read_fields(req: falcon.Request, limit: int) -> dict[str, str]:
-    """A key/value body: JSON when the Content-Type says so, text otherwise (octet-stream included)."""
-    raw = read_body(req, limit)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise Usage("body is not UTF-8 text") from None
-    if formats.is_json(req.content_type):
-        return formats.decode_json(text)
-    return formats.decode_kv(text)
 
 
 def _as_json(req: falcon.Request) -> bool:

@@ -28,6 +28,24 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Swagger UI for /api/docs: the npm package's files only (npm pack fetches the tarball; no scripts, no
+# dependencies run), unpacked where the app looks for them (not committed).
+SWAGGER_UI_VERSION=5.35.0
+vendor=var/vendor/swagger-ui-dist
+if [[ "$(cat "$vendor/.version" 2>/dev/null)" != "$SWAGGER_UI_VERSION" ]]; then
+  if ! command -v npm >/dev/null; then
+    log "installing npm"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
+  fi
+  log "fetching swagger-ui-dist $SWAGGER_UI_VERSION"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "swagger-ui-dist@$SWAGGER_UI_VERSION" >/dev/null)
+  tar -xzf "$tmp/swagger-ui-dist-$SWAGGER_UI_VERSION.tgz" -C "$tmp"
+  rm -rf "$vendor" && mkdir -p "$(dirname "$vendor")" && mv "$tmp/package" "$vendor"
+  echo "$SWAGGER_UI_VERSION" > "$vendor/.version"
+  rm -rf "$tmp"
+fi
+
 stamp=.venv/.openhosting-installed
 if [[ ! -x .venv/bin/python ]]; then
   log "creating .venv"

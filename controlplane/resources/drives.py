@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import falcon
 
+from ..bodies import read_bytes, read_fields
 from ..errors import Usage
-from ..http import no_content, read_body, read_fields, send_list, send_many, send_one
+from ..http import no_content, send_list, send_many, send_one
 from ..services.drives import Drives
 
 
@@ -73,7 +74,7 @@ class DriveWrite(_Base):
         encoding = (req.get_header("Content-Encoding") or "").strip().lower()
         if encoding not in ("", "identity", "gzip", "x-gzip"):
             raise Usage("Content-Encoding must be gzip or none")
-        body = read_body(req, self.limit())
+        body = read_bytes(req, self.limit())
         self.drives.write(req.context.user, drive, offset, body, gzip=encoding in ("gzip", "x-gzip"))
         no_content(resp)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import falcon
 
 from .. import formats
-from ..http import no_content, read_fields, send_many, send_one
+from ..bodies import read_fields
+from ..http import no_content, send_many, send_one
 from ..services.resources import Resources
 
 

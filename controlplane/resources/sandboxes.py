@@ -1,4 +1,4 @@
-"""OpenDevelop face: /api/images and /api/sandboxes (JSON out, multipart or form in)."""
+"""OpenDevelop face: /api/images and /api/sandboxes (JSON out; multipart, urlencoded or JSON in)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import time
 
 import falcon
 
-from ..errors import TooLarge, Usage
+from ..bodies import read_form
+from ..errors import Usage
 from ..services.sandboxes import Sandboxes
 
 FIELDS = ("image", "cmd", "timeout")
@@ -36,8 +37,6 @@ class SandboxCollection:
         _json(resp, {"sandboxes": self.sandboxes.list(req.context.user)})
 
     def on_post(self, req, resp):
-        if req.content_length is not None and req.content_length > self.max_body:
-            raise TooLarge(limit=self.max_body)
         fields, files = self._read(req)
         sandbox_id = self.sandboxes.create(req.context.user, fields.get("image"), fields.get("cmd"),
                                            fields.get("timeout"), files)
@@ -50,46 +49,15 @@ class SandboxCollection:
             _json(resp, sandbox_id, falcon.HTTP_201)
 
     def _read(self, req) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
-        content_type = (req.content_type or "").lower()
+        form = read_form(req, self.max_body)
         fields: dict[str, str] = {}
-        files: list[tuple[str, bytes]] = []
-        if content_type.startswith("multipart/form-data"):
-            budget = self.max_body
-            for part in req.get_media():
-                data = part.stream.read(budget + 1)
-                budget -= len(data)
-                if budget < 0:
-                    raise TooLarge(limit=self.max_body)
-                if part.filename is not None:
-                    files.append((part.filename or part.name or "", data))
-                elif part.name in FIELDS:
-                    fields[part.name] = data.decode("utf-8", errors="replace")
-                else:
-                    raise Usage("unknown form field {name!r}", name=(part.name or "")[:64])
-        elif content_type.startswith("application/x-www-form-urlencoded") or content_type.startswith("application/json"):
-            raw = req.bounded_stream.read(self.max_body + 1)
-            if len(raw) > self.max_body:
-                raise TooLarge(limit=self.max_body)
-            if content_type.startswith("application/json"):
-                try:
-                    body = json.loads(raw or b"{}")
-                except ValueError:
-                    raise Usage("body is not valid JSON") from None
-                if not isinstance(body, dict):
-                    raise Usage("JSON body must be an object")
-                if isinstance(body.get("cmd"), list):
-                    body["cmd"] = json.dumps(body["cmd"])
-            else:
-                from urllib.parse import parse_qsl
-
-                body = dict(parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True))
-            for key, value in body.items():
-                if key not in FIELDS:
-                    raise Usage("unknown field {name!r}", name=str(key)[:64])
-                fields[key] = str(value)
-        else:
-            raise Usage("send multipart/form-data (files, image, cmd, timeout)")
-        return fields, files
+        for key, value in form.fields.items():
+            if key not in FIELDS:
+                raise Usage("unknown form field {name!r}", name=str(key)[:64])
+            if value is None:  # JSON null: not given
+                continue
+            fields[key] = json.dumps(value) if key == "cmd" and isinstance(value, list) else str(value)
+        return fields, [(f.filename, f.data) for f in form.files]
 
 
 class SandboxItem:

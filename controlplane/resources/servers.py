@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import falcon
 
-from ..http import no_content, read_fields, send_list, send_many, send_one
+from ..bodies import read_fields
+from ..http import no_content, send_list, send_many, send_one
 from ..services.servers import Servers
 
 

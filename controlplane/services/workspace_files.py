@@ -2,8 +2,9 @@
 
 Paths arrive Base64-encoded (standard or URL-safe alphabet, padding optional) relative to
 /home/user/workspace; they are decoded, normalised and kept inside it here, before any guest call.
-The guest side is reached through a `guest(workspace_id)` factory returning an object with
-`stat(path)`, `read(path, limit)`, `write(path, data)` and `listdir(path)` (workspace_guest.py).
+The guest side is reached through a `guest(workspace_id)` factory returning a context manager (the
+guest conversation, held for the request) that gives an object with `stat(path)`, `read(path, limit)`,
+`write(path, data)` and `listdir(path)` (workspace_guest.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ MAX_FILE = 16 * 1024**2
 
 
 class GuestFileError(Exception):
-    """Raised by a guest adapter: `kind` is missing | notdir | denied | failed."""
+    """Raised by a guest adapter: `kind` is missing | notdir | denied | toolarge | failed."""
 
     def __init__(self, kind: str, detail: str = ""):
         self.kind = kind
@@ -64,20 +65,54 @@ def inside(relative: str) -> str | None:
     return None
 
 
+class _Reach:
+    """Enter the guest conversation; a failure to reach the guest becomes `failure` (logged)."""
+
+    def __init__(self, conversation, workspace_id: str, failure: ContainersError):
+        self.conversation = conversation
+        self.workspace_id = workspace_id
+        self.failure = failure
+
+    def __enter__(self):
+        try:
+            return self.conversation.__enter__()
+        except Exception:
+            log.exception("reaching the guest of workspace %s failed", self.workspace_id)
+            raise self.failure from None
+
+    def __exit__(self, *exc):
+        try:
+            self.conversation.__exit__(*exc)
+        except Exception:
+            log.exception("closing the guest conversation of workspace %s failed", self.workspace_id)
+        return False
+
+
+def read_only(config: str, path: str) -> bool:
+    """Whether `path` lies at or under one of the configuration's `files.read_only` paths."""
+    import json
+
+    try:
+        entries = json.loads(config).get("files", {}).get("read_only", [])
+    except (ValueError, AttributeError):
+        return False
+    for entry in entries if isinstance(entries, list) else []:
+        target = inside(str(entry))
+        if target and (path == target or path.startswith(target.rstrip("/") + "/")):
+            return True
+    return False
+
+
 class WorkspaceFiles:
     def __init__(self, workspaces: Workspaces, guest):
         self.workspaces = workspaces
         self.guest = guest
 
-    def _guest(self, workspace_id: str, failure: ContainersError):
-        try:
-            return self.guest(workspace_id)
-        except Exception:
-            log.exception("reaching workspace %s failed", workspace_id)
-            raise failure from None
+    def _guest(self, workspace_id: str, failure: ContainersError) -> _Reach:
+        return _Reach(self.guest(workspace_id), workspace_id, failure)
 
     def upload(self, user: str, workspace_id: str, filepath: str | None, data: bytes | None) -> str:
-        self.workspaces.running(user, workspace_id, 1008)
+        ws = self.workspaces.running(user, workspace_id, 1008)
         if data is None:
             raise ContainersError(400, 202504, "filedata not provided")
         if not filepath:
@@ -85,23 +120,25 @@ class WorkspaceFiles:
         if len(data) > MAX_FILE:
             raise ContainersError(413, 202511, "file size limit exceeded (max file size is 16MiB)")
         path = inside(filepath)
-        if path is None or path == ROOT:
-            raise ContainersError(400, 202602, "permission denied to upload a file to the provided filepath")
+        denied = ContainersError(400, 202602, "permission denied to upload a file to the provided filepath")
+        if path is None or path == ROOT or read_only(ws.config, path):
+            raise denied
         failed = ContainersError(500, 1103, "unable to upload file")
-        guest = self._guest(workspace_id, failed)
         try:
-            parent = guest.stat(posixpath.dirname(path))
-            if parent is None or parent["type"] != "dir":
-                raise ContainersError(400, 202601, "filepath not found")
-            current = guest.stat(path)
-            if current is not None and current["type"] != "file":
-                raise ContainersError(400, 202612, "filepath exists and is not a file")
-            guest.write(path, data)
+            with self._guest(workspace_id, failed) as guest:
+                parent = guest.stat(posixpath.dirname(path))
+                if parent is None or parent["type"] != "dir":
+                    raise ContainersError(400, 202601, "filepath not found")
+                current = guest.stat(path)
+                if current is not None and current["type"] != "file":
+                    raise ContainersError(400, 202612, "filepath exists and is not a file")
+                guest.write(path, data)
         except GuestFileError as exc:
             if exc.kind == "denied":
-                raise ContainersError(400, 202602, "permission denied to upload a file to the provided filepath") from None
+                raise denied from None
             if exc.kind in ("missing", "notdir"):
                 raise ContainersError(400, 202601, "filepath not found") from None
+            log.warning("upload to workspace %s failed: %s", workspace_id, exc)
             raise failed from None
         return path
 
@@ -115,31 +152,33 @@ class WorkspaceFiles:
     def download(self, user: str, workspace_id: str, encoded: str) -> tuple[str, bytes]:
         path = self._target(user, workspace_id, encoded, 1108)
         failed = ContainersError(500, 1103, "unable to read file")
-        guest = self._guest(workspace_id, failed)
         try:
-            info = guest.stat(path)
-            if info is None:
-                raise ContainersError(400, 1101, "file not found")
-            if info["type"] != "file":
-                raise ContainersError(400, 1101, "provided path is not a file")
-            if info["size"] > MAX_FILE:
-                raise ContainersError(413, 1111, "file size limit exceeded (max file size is 16MiB)")
-            data = guest.read(path, MAX_FILE)
+            with self._guest(workspace_id, failed) as guest:
+                info = guest.stat(path)
+                if info is None:
+                    raise ContainersError(400, 1101, "file not found")
+                if info["type"] != "file":
+                    raise ContainersError(400, 1101, "provided path is not a file")
+                if info["size"] > MAX_FILE:
+                    raise ContainersError(413, 1111, "file size limit exceeded (max file size is 16MiB)")
+                data = guest.read(path, MAX_FILE)
         except GuestFileError as exc:
+            if exc.kind == "toolarge":
+                raise ContainersError(413, 1111, "file size limit exceeded (max file size is 16MiB)") from None
             raise _read_error(exc, failed) from None
         return posixpath.basename(path), data
 
     def listing(self, user: str, workspace_id: str, encoded: str | None) -> dict:
         path = self._target(user, workspace_id, encoded, 1008)
         failed = ContainersError(500, 1103, "could not list files")
-        guest = self._guest(workspace_id, failed)
         try:
-            info = guest.stat(path)
-            if info is None:
-                raise ContainersError(400, 1101, "file not found")
-            if info["type"] != "dir":
-                raise ContainersError(400, 1101, "provided path is not a directory")
-            entries = guest.listdir(path)
+            with self._guest(workspace_id, failed) as guest:
+                info = guest.stat(path)
+                if info is None:
+                    raise ContainersError(400, 1101, "file not found")
+                if info["type"] != "dir":
+                    raise ContainersError(400, 1101, "provided path is not a directory")
+                entries = guest.listdir(path)
         except GuestFileError as exc:
             raise _read_error(exc, failed) from None
         files, dirs = [], []

@@ -1,12 +1,23 @@
-"""The guest side of a workspace, as the workspaces services use it: VMs (hypervisor/microvm/workspace.py)
-and the guest channel's file calls (hypervisor/microvm/guestd.py), adapted to the small interfaces
-that workspace_files.py and workspace_runner.py need."""
+"""The guest side of a workspace as the workspaces services use it: the VMs (hypervisor/microvm/
+workspace.py) and oh-guest's channel (hypervisor/microvm/guest_channel.py).
+
+oh-guest serves one host connection at a time (a new HELLO drops the channels of the previous one),
+so every process that talks to a workspace's guest takes that workspace's file lock first and holds
+it for the whole conversation (`conversation`). File calls run as the workspace user, `beneath` the
+workspace directory: links cannot lead them out.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 from pathlib import Path
 
 from ..config import Settings
+from .workspace_files import ROOT, GuestFileError
+
+USER_HOME = "/home/user"
 
 
 def work_root(settings: Settings) -> Path:
@@ -22,34 +33,106 @@ def workspace_vms(settings: Settings, host):
     return WorkspaceVMs(host, root)
 
 
+@contextlib.contextmanager
+def conversation(settings: Settings, vms, workspace_id: str, *, hello_timeout: float = 10.0):
+    """A GuestChannel to the workspace's oh-guest, held alone (per-workspace file lock)."""
+    from hypervisor.microvm.guest_channel import GuestChannel
+
+    locks = settings.run_dir / "workspace-locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(locks / f"{workspace_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        channel = GuestChannel.connect(str(vms.guest_port(workspace_id)), hello_timeout=hello_timeout)
+        try:
+            yield channel
+        finally:
+            channel.close()
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def guest_factory(settings: Settings, host):
-    """workspace id -> an object with stat/read/write/listdir on that workspace's guest."""
+    """workspace id -> a context manager giving an object with stat/read/write/listdir on its guest."""
     state: dict = {}
 
     def make(workspace_id: str):
         if "vms" not in state:
             state["vms"] = workspace_vms(settings, host)
-        return ChannelFiles(state["vms"].guest_port(workspace_id))
+        return _Files(conversation(settings, state["vms"], workspace_id))
 
     return make
 
 
+class _Files:
+    def __init__(self, conv):
+        self.conv = conv
+
+    def __enter__(self) -> "ChannelFiles":
+        return ChannelFiles(self.conv.__enter__())
+
+    def __exit__(self, *exc):
+        return self.conv.__exit__(*exc)
+
+
+def _kind(exc) -> GuestFileError:
+    from hypervisor.microvm import guestd
+
+    for cls, kind in ((guestd.GuestNotFound, "missing"), (guestd.GuestNoParent, "missing"),
+                      (guestd.GuestNotADirectory, "notdir"), (guestd.GuestPermissionDenied, "denied"),
+                      (guestd.GuestTooLarge, "toolarge")):
+        if isinstance(exc, cls):
+            return GuestFileError(kind, str(exc))
+    return GuestFileError("failed", str(exc))
+
+
 class ChannelFiles:
-    """stat/read/write/listdir over the guest channel, as the workspace's user."""
+    """stat/read/write/listdir over one held channel, as the workspace user, beneath the workspace."""
 
-    def __init__(self, socket_path: Path):
-        from hypervisor.microvm.guestd import GuestChannel
-
-        self.channel = GuestChannel(socket_path)
+    def __init__(self, channel):
+        self.channel = channel
 
     def stat(self, path: str) -> dict | None:
-        raise NotImplementedError
+        from hypervisor.microvm import guestd
+
+        try:
+            st = self.channel.stat(path, beneath=ROOT)
+        except (guestd.GuestNotFound, guestd.GuestNoParent, guestd.GuestNotADirectory):
+            return None
+        except guestd.GuestError as exc:
+            raise _kind(exc) from None
+        kind = {"f": "file", "d": "dir"}.get(st.type, "other")
+        return {"type": kind, "size": st.size, "mode": st.mode, "mtime": st.mtime}
 
     def read(self, path: str, limit: int) -> bytes:
-        raise NotImplementedError
+        from hypervisor.microvm import guestd
+
+        try:
+            data = self.channel.get_file(path, beneath=ROOT).read()
+        except guestd.GuestError as exc:
+            raise _kind(exc) from None
+        if len(data) > limit:
+            raise GuestFileError("toolarge")
+        return data
 
     def write(self, path: str, data: bytes) -> None:
-        raise NotImplementedError
+        from hypervisor.microvm import guestd
+
+        try:
+            self.channel.put_file(path, data, beneath=ROOT, limit=len(data) + 1)
+        except guestd.GuestError as exc:
+            raise _kind(exc) from None
 
     def listdir(self, path: str) -> list[dict]:
-        raise NotImplementedError
+        from hypervisor.microvm import guestd
+
+        try:
+            entries = self.channel.listdir(path, beneath=ROOT)
+        except guestd.GuestError as exc:
+            raise _kind(exc) from None
+        out = []
+        for e in entries:
+            kind = e.target_type if e.type == "l" else e.type
+            out.append({"name": e.name, "type": "dir" if kind == "d" else "file", "size": e.size,
+                        "mode": e.mode, "mtime": e.mtime})
+        return out
