@@ -23,7 +23,9 @@ from .guestd_support import make_tar
 pytestmark = pytest.mark.vm
 
 INSTALLATION = f"ohg{os.getpid()}"
-WORK = STATE_ROOT / "sandbox-work"
+# Its own work directory: a template's key covers the guest programs, and a pool removes the other
+# templates of its image in its work directory; sharing one with pools of other keys would thrash.
+WORK = STATE_ROOT / "guestd-work"
 WS = "/home/user/workspace"
 
 

@@ -1178,14 +1178,25 @@ int main(int argc, char **argv) {
         if (pf[0].revents) reap();
         if (port_news) { port_news = 0; port_retry_at = 0; backoff = 2; }
         if (port_slot >= 0 && (pf[port_slot].revents & (POLLIN | POLLHUP | POLLERR))) {
-            ssize_t got = read(port_fd, in_buf + in_len, sizeof in_buf - in_len);
-            if (got > 0) { in_len += (size_t)got; parse(); backoff = 2; }
-            else if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
-                if (port_is_socket || (got < 0 && errno != EIO)) return 0;   /* the host end is gone for good */
-                /* a virtio port without a host reads as ended: look again shortly, a little later each time */
-                port_retry_at = now_ms() + backoff;
-                if (backoff < 1000) backoff *= 2;
+            /* A virtio port hands out one 4 KiB buffer per read: read on while there is more (up
+               to 64 reads) rather than going round the loop for each. */
+            for (int reads = 0;; reads++) {
+                if (in_len == sizeof in_buf) parse();
+                ssize_t got = read(port_fd, in_buf + in_len, sizeof in_buf - in_len);
+                if (got > 0) {
+                    in_len += (size_t)got;
+                    backoff = 2;
+                    if (reads < 64) continue;
+                } else if (reads == 0 && (got == 0 || (errno != EAGAIN && errno != EINTR))) {
+                    if (port_is_socket || (got < 0 && errno != EIO)) return 0;   /* the host end is gone for good */
+                    /* a virtio port without a host reads as ended: look again later (SIGIO comes
+                       when the host connects; else a little later each time) */
+                    port_retry_at = now_ms() + backoff;
+                    if (backoff < 1000) backoff *= 2;
+                }
+                break;
             }
+            parse();
         }
         if (ob_len) {
             ssize_t w = write(port_fd, ob, ob_len);
