@@ -23,7 +23,8 @@ SOURCE = targz({"workspace/notes.txt": b"submitted\n", "workspace/tests/test_pla
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     inst, drop = new_installation(tmp_path_factory.mktemp("sub"), "sqlite", OPENHOSTING_SANDBOX_POOL_SIZE="2",
-                                  OPENHOSTING_SUBMISSION_WORKERS="3", OPENHOSTING_SUBMISSION_QUEUE_LIMIT="20")
+                                  OPENHOSTING_SUBMISSION_WORKERS="3",
+                                  OPENHOSTING_SUBMISSION_FILE_LIMIT="32M", OPENHOSTING_SUBMISSION_QUEUE_LIMIT="20")
     inst.start(("image", "build", "base"))
     yield inst
     inst.stop()
@@ -181,7 +182,7 @@ def test_limits_end_in_a_final_status(acct, project):
         "forkbomb": {"stages": {"run": {"command": "bomb() { bomb | bomb & }; bomb; sleep 3; echo alive",
                                         "timeout": 20}}},
         "memhog": {"stages": {"run": {"command": "python3 -c 'x = bytearray(600 * 2**20)'", "timeout": 300}}},
-        "filler": {"default": True, "stages": {"run": {"command": "head -c 400M /dev/zero > big", "timeout": 300},
+        "filler": {"default": True, "stages": {"run": {"command": "head -c 64M /dev/zero > big", "timeout": 300},
                                                "post": {"command": "echo post; rm -f big", "timeout": 10}}},
     }
     text = json.dumps(config)
