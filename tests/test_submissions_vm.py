@@ -223,8 +223,8 @@ def test_agent_restart_ends_running_submission_in_20(site, acct, project):
     config["scenarios"] = {"slow": {"default": True, "stages": {"run": {"command": "sleep 60", "timeout": 120}}}}
     sid = submit(acct, project, None, project_config=json.dumps(config))
     deadline = time.monotonic() + 900
-    while acct.get(f"/submissions/{sid}").json()["result"]["status"]["code"] != 3:
-        assert time.monotonic() < deadline
+    while (item := acct.get(f"/submissions/{sid}").json())["result"]["status"]["code"] != 3:
+        assert time.monotonic() < deadline and item["executing"], item
         time.sleep(0.1)
     site.stop_agent(signal.SIGKILL)
     site.start_agent()

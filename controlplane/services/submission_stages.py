@@ -184,9 +184,9 @@ class Execution:
         ws, rt, uid = self.at.ws, self.at.runtime, self.at.uid
         top = rt.rsplit("/", 1)[0]
         done = self.guest.exec(["/bin/sh", "-c", 'mkdir -p "$0/data" "$0/stages" "$2" && chown -R "$3:$3" "$1"',
-                                rt, top, ws, str(uid)], uid=0, gid=0, timeout=30)
+                                rt, top, ws, str(uid)], uid=0, gid=0, timeout=120)
         if done.exit_code != 0:
-            raise GuestError(reason=f"could not make {rt}: {done.stderr[-200:]!r}")
+            raise GuestError(reason=f"could not make {rt}: {self._how(done)} {done.stderr[-200:]!r}")
         members = self.guest.untar(ws, self.project_files, beneath=ws)
         self.log(f"project files laid into {ws}: {members} members")
         source = self.files.load(self.id, sub.CLEAN_SOURCE) or b""
