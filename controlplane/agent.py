@@ -51,6 +51,12 @@ class Agent:
                                               services.servers.substrate.host, self.queue, services.pool)
             self.register(self.workspaces)
             self.every(services.settings.workspace_timer_interval, self.workspaces.timers)
+        self.submissions = None
+        if face is not None and getattr(face, "submissions", None) is not None:
+            from .services.submission_runner import SubmissionRunner
+
+            self.submissions = SubmissionRunner(services.db, services.settings, face.submissions.files,
+                                                face.projects.files, self.sandboxes, self.queue.owner)
 
     def register(self, runner: Runner) -> None:
         self.runners[runner.kind] = runner
@@ -133,6 +139,12 @@ class Agent:
                 self.workspaces.reconcile()  # before any job runs: rows against the VMs that exist
             except Exception:
                 log.exception("reconciling workspaces failed; the timers retry it")
+        if self.submissions is not None:
+            try:
+                self.submissions.reconcile()  # before any submission runs: what a dead agent left
+            except Exception:
+                log.exception("reconciling submissions failed")
+            self.submissions.start()
         threads = [threading.Thread(target=self._work, name=f"jobs-{i}", daemon=True)
                    for i in range(self.workers)]
         threads += [threading.Thread(target=self._tick, args=p, daemon=True) for p in self.periodic]
@@ -142,6 +154,8 @@ class Agent:
         log.info("agent running (%s), job kinds: %s", self.queue.owner, ", ".join(self.runners))
         self.stopping.wait()
         self.wake.set()
+        if self.submissions is not None:
+            self.submissions.close()
         self.sandboxes.close()
 
 

@@ -50,6 +50,7 @@ class WorkspacesFace:
     workspaces: object
     files: object
     accelerator: object  # () -> "kvm" | "tcg"
+    submissions: object = None
 
 
 def build_workspaces_face(settings: Settings, db: Database, host, notify) -> WorkspacesFace:
@@ -64,9 +65,14 @@ def build_workspaces_face(settings: Settings, db: Database, host, notify) -> Wor
     projects = Projects(db, ProjectFiles(settings.state_dir / "projects"))
     workspaces = Workspaces(db, settings, projects, WorkspaceUploads(settings.state_dir / "workspace-uploads"),
                             notify=notify)
+    from storage.submissions import SubmissionFiles
+    from .services.submissions import Submissions
+
+    submissions = Submissions(db, settings, projects, SubmissionFiles(settings.state_dir / "submissions"),
+                              notify=notify)
     return WorkspacesFace(tokens=Tokens(db), projects=projects, workspaces=workspaces,
                           files=WorkspaceFiles(workspaces, guest_factory(settings, host)),
-                          accelerator=lambda: str(host.accelerator))
+                          accelerator=lambda: str(host.accelerator), submissions=submissions)
 
 
 def build_services(settings: Settings) -> Services:
@@ -115,6 +121,10 @@ def create_app(services: Services) -> falcon.App:
 
         containers.add_routes(app, face.projects, face.workspaces, face.files, services.settings.public_url,
                               face.accelerator)
+        if face.submissions is not None:
+            from .resources import submissions as submission_resources
+
+            submission_resources.add_routes(app, face.submissions, services.settings.public_url)
     description.add_routes(app, table)
     return app
 

@@ -77,6 +77,17 @@ class Settings:
     workspace_init_timeout: int = 600
     workspace_timer_interval: float = 20.0
     workspace_minute: float = 60.0
+    # Submissions: waiting or running ones per account before POST is refused, how many the agent runs
+    # at once (each holds one VM of the warm pool), the cap of each output stream, the whole
+    # submission's wall-clock limit (s), and the limits each stage runs under in its VM: processes of
+    # the user, one file's size, one process's address space (0: the VM's memory less 64 MiB).
+    submission_queue_limit: int = 50
+    submission_workers: int = 4
+    submission_output_cap: int = 16 * 1024**2
+    submission_wall_limit: int = 1800
+    submission_nproc: int = 256
+    submission_file_limit: int = 256 * 1024**2
+    submission_memory_limit: int = 0
     # Public base URL of the API (for `workspace_url` and stream URIs); "" uses the request's own.
     public_url: str = ""
     libvirt_uri: str = "qemu:///system"
@@ -146,6 +157,14 @@ class Settings:
             workspace_timer_interval=float(env.get("OPENHOSTING_WORKSPACE_TIMER_INTERVAL",
                                                    cls.workspace_timer_interval)),
             workspace_minute=float(env.get("OPENHOSTING_WORKSPACE_MINUTE", cls.workspace_minute)),
+            submission_queue_limit=int(env.get("OPENHOSTING_SUBMISSION_QUEUE_LIMIT", cls.submission_queue_limit)),
+            submission_workers=int(env.get("OPENHOSTING_SUBMISSION_WORKERS", cls.submission_workers)),
+            submission_output_cap=_env_size(env, "OPENHOSTING_SUBMISSION_OUTPUT_CAP", cls.submission_output_cap),
+            submission_wall_limit=int(env.get("OPENHOSTING_SUBMISSION_WALL_LIMIT", cls.submission_wall_limit)),
+            submission_nproc=int(env.get("OPENHOSTING_SUBMISSION_NPROC", cls.submission_nproc)),
+            submission_file_limit=_env_size(env, "OPENHOSTING_SUBMISSION_FILE_LIMIT", cls.submission_file_limit),
+            submission_memory_limit=_env_size(env, "OPENHOSTING_SUBMISSION_MEMORY_LIMIT",
+                                              cls.submission_memory_limit),
             public_url=env.get("OPENHOSTING_PUBLIC_URL", cls.public_url).rstrip("/"),
             libvirt_uri=env.get("OPENHOSTING_LIBVIRT_URI", cls.libvirt_uri),
         )

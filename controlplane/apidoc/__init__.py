@@ -11,10 +11,10 @@ from __future__ import annotations
 import copy
 from functools import lru_cache
 
-from . import cloud, description, sandboxes, workspaces
+from . import cloud, description, sandboxes, submissions, workspaces
 from .common import ERROR_SCHEMA
 
-FACES = (cloud, sandboxes, workspaces, description)
+FACES = (cloud, sandboxes, workspaces, submissions, description)
 
 INFO = {
     "title": "openhosting",

@@ -8,6 +8,7 @@ from .servers import DriveClaim, Resource, Server
 from .sandboxes import Image, Sandbox
 from .tokens import Token
 from .workspaces import Project, Workspace
+from .submissions import Submission
 
 __all__ = ["Base", "utcnow", "User", "Drive", "Job", "Server", "DriveClaim", "Resource", "Image", "Sandbox",
-           "Token", "Project", "Workspace"]
+           "Token", "Project", "Workspace", "Submission"]

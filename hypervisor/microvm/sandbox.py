@@ -112,6 +112,30 @@ class WarmPool(ClonePool):
             return result
         raise SandboxError(reason=f"three VMs of image {self.image.slug} failed before the run started")
 
+    def lease(self, *, cancel: threading.Event | None = None) -> Vm | None:
+        """A fresh VM of the pool, resumed, for a caller that drives it itself (a submission runner
+        through its guest ports); None when ``cancel`` was set while waiting. Waits in arrival order
+        like `run`; give it back with `release` (it is destroyed, never reused)."""
+        started = time.monotonic()
+        for attempt in range(3):
+            vm = self._acquire(None, cancel, started)
+            if vm is None:
+                return None
+            try:
+                vm.guest.resume()
+            except HypervisorError as exc:
+                log.warning("sandbox VM %s could not be resumed (%s); taking another", vm.name, exc)
+                self._retire(vm, wait=True)
+                continue
+            with self._lock:
+                self._served += 1
+            return vm
+        raise SandboxError(reason=f"three VMs of image {self.image.slug} could not be resumed")
+
+    def release(self, vm: Vm) -> None:
+        """Destroy a leased VM (in the background); the pool refills."""
+        self._retire(vm, wait=False)
+
     def _execute(self, vm: Vm, files: dict[str, bytes], command: str, *, timeout: float, cap: int,
                  cancel: threading.Event | None, helper: bool | None = None) -> RunResult:
         template = self._template

@@ -1,0 +1,3 @@
+# Does not compile (the `build_error` scenario's build stage byte-compiles it).
+def broken(:
+    return 1
