@@ -6,5 +6,8 @@ from .drives import Drive
 from .jobs import Job
 from .servers import DriveClaim, Resource, Server
 from .sandboxes import Image, Sandbox
+from .tokens import Token
+from .workspaces import Project, Workspace
 
-__all__ = ["Base", "utcnow", "User", "Drive", "Job", "Server", "DriveClaim", "Resource", "Image", "Sandbox"]
+__all__ = ["Base", "utcnow", "User", "Drive", "Job", "Server", "DriveClaim", "Resource", "Image", "Sandbox",
+           "Token", "Project", "Workspace"]
