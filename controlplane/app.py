@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import falcon
 
-from . import faces
+from . import faces, padwiring
 from .config import Settings
 from .db import Database
 from .http import TEXT
@@ -37,6 +37,7 @@ class Services:
     resources: Resources
     servers: Servers
     sandboxes: Sandboxes
+    pads: object = None  # padwiring.PadFace
 
 
 def build_services(settings: Settings) -> Services:
@@ -60,13 +61,15 @@ def build_services(settings: Settings) -> Services:
     sandboxes = Sandboxes(db, settings, UploadStore(settings.state_dir / "uploads"),
                           notify=notifier(settings.run_dir / "agent.sock"), finished=ringer(waiters),
                           waiters=Waiters(waiters))
-    return Services(settings=settings, db=db, accounts=Accounts(db), pool=pool, drives=drives,
+    accounts = Accounts(db)
+    return Services(settings=settings, db=db, accounts=accounts, pool=pool, drives=drives,
                     resources=resources, servers=Servers(db, settings, drives, resources, substrate),
-                    sandboxes=sandboxes)
+                    sandboxes=sandboxes, pads=padwiring.build(settings, db, accounts, sandboxes))
 
 
 def create_app(services: Services) -> falcon.App:
-    table = faces.build_table(services.accounts)
+    extra = padwiring.faces(services.pads, services.accounts) if services.pads else ()
+    table = faces.build_table(services.accounts, extra)
     app = falcon.App(middleware=[faces.FaceMiddleware(table), PageHeaders()], media_type=TEXT)
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.secure_cookies_by_default = False
@@ -75,6 +78,8 @@ def create_app(services: Services) -> falcon.App:
     netresources.add_routes(app, services.resources, services.settings.max_body)
     server_resources.add_routes(app, services.servers, services.settings.max_body)
     sandbox_resources.add_routes(app, services.sandboxes, services.settings.max_body)
+    if services.pads:
+        padwiring.add_routes(app, services.pads)
     description.add_routes(app, table)
     return app
 

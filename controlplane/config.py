@@ -66,6 +66,12 @@ class Settings:
     agent_workers: int = 10
     # Imaging copies at most this many bytes per second (0: as fast as the disks go).
     imaging_rate: int = 0
+    # Public base URL of the API (pads' `url`, list links); "" uses the request's scheme and Host.
+    public_url: str = ""
+    # Pads: the monthly pad limit of users outside an organization (0: none) and how long a session
+    # token from POST /api/auth/login lives (s).
+    pad_monthly_limit: int = 0
+    session_ttl: int = 86400
     libvirt_uri: str = "qemu:///system"
     extra: dict = field(default_factory=dict)
 
@@ -126,5 +132,8 @@ class Settings:
             sandbox_max_queue=int(env.get("OPENHOSTING_SANDBOX_MAX_QUEUE", cls.sandbox_max_queue)),
             agent_workers=int(env.get("OPENHOSTING_AGENT_WORKERS", cls.agent_workers)),
             imaging_rate=_env_size(env, "OPENHOSTING_IMAGING_RATE", cls.imaging_rate),
+            public_url=env.get("OPENHOSTING_PUBLIC_URL", cls.public_url).rstrip("/"),
+            pad_monthly_limit=int(env.get("OPENHOSTING_PAD_MONTHLY_LIMIT", cls.pad_monthly_limit)),
+            session_ttl=int(env.get("OPENHOSTING_SESSION_TTL", cls.session_ttl)),
             libvirt_uri=env.get("OPENHOSTING_LIBVIRT_URI", cls.libvirt_uri),
         )

@@ -88,10 +88,12 @@ def json_body(resp: falcon.Response, problem: Problem) -> None:
 
 # ---- the table ------------------------------------------------------------------------------------
 
-def build_table(accounts: Accounts) -> FaceTable:
+def build_table(accounts: Accounts, extra: list[Face] | tuple = ()) -> FaceTable:
+    """The faces of this module plus `extra` rows (faces built elsewhere, e.g. controlplane/padwiring.py)."""
     basic = BasicAuth(accounts)
     cloud = Face("cloud", ("/drives", "/servers", "/resources"), basic, cloud_error)
     faces = [
+        *extra,
         cloud,
         Face("sandboxes", ("/api/sandboxes", "/api/images"), basic, json_error),
         Face("description", ("/api/openapi.json", "/api/docs"), None, json_error),

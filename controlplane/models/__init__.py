@@ -6,8 +6,11 @@ from .drives import Drive
 from .jobs import Job
 from .servers import DriveClaim, Resource, Server
 from .sandboxes import Image, Sandbox
+from .orgs import LoginFailure, Organization
+from .pads import Pad, PadEnvironment, PadEvent, PadQuestion, Question
 from .tokens import Token
 from .workspaces import Project, Workspace
 
 __all__ = ["Base", "utcnow", "User", "Drive", "Job", "Server", "DriveClaim", "Resource", "Image", "Sandbox",
-           "Token", "Project", "Workspace"]
+           "Token", "Project", "Workspace", "Organization", "LoginFailure", "Pad", "PadEnvironment",
+           "PadEvent", "PadQuestion", "Question"]
