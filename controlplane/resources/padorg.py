@@ -92,7 +92,9 @@ class Logout(PadsResource):
             raise Usage("no token given")
         self.face.accounts.logout(token)
         resp.status = falcon.HTTP_204
-        resp.unset_cookie(COOKIE, path="/")
+        # Falcon drops a zero max_age; clearing needs Max-Age=0 spelled out.
+        resp.append_header("Set-Cookie", f"{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
+                           + ("; Secure" if req.scheme == "https" else ""))
 
 
 def add_routes(app: falcon.App, face) -> None:
