@@ -47,7 +47,8 @@ class PadRuns:
 
             env = s.get(PadEnvironment, row.active_environment_id)
             saved = env.contents if env else ""
-        if row.language == "plaintext":
+            pad_language = row.language
+        if pad_language == "plaintext":
             raise Usage("plaintext pads do not run")
         if not lang.runnable:
             raise Usage("language not runnable")
