@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+import re
+
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
+
+_SECRET_PARAMS = re.compile(r"((?:^|[?&])(?:access_token|token)=)[^&\s]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """A request line or query string with the values of token parameters replaced by `***`."""
+    return _SECRET_PARAMS.sub(r"\1***", text)
+
+
+class RedactingLogger(Logger):
+    """gunicorn's access log prints the query string: tokens passed there are masked first."""
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        for key in ("r", "q", "U"):
+            if isinstance(atoms.get(key), str):
+                atoms[key] = redact(atoms[key])
+        return atoms
 
 
 class _Gunicorn(BaseApplication):
@@ -32,4 +53,5 @@ def serve(bind: str, workers: int = 2, threads: int = 8) -> None:
         "accesslog": "-",
         "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(L)ss',
         "errorlog": "-",
+        "logger_class": RedactingLogger,
     }).run()

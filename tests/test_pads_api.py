@@ -122,6 +122,9 @@ def test_every_credential_form_and_bad_ones(installation, org, as_):
     error(r, 403, "forbidden")
     r = anon.post("/api/pads", {"title": "x"}, headers={**cookie, "Origin": f"http://127.0.0.1:{installation.port}"})
     assert r.status == 200, r.text
+    # keys sent in the query are masked in the access log
+    log = (installation.state_dir / "api.log").read_text()
+    assert "token=***" in log and user.key not in log
 
 
 def test_keys_are_stored_hashed(installation, org):
