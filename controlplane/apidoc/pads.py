@@ -117,6 +117,7 @@ def _op(op_id: str, summary: str, responses: dict, **kw) -> dict:
 
 
 PAD = {"$ref": "#/components/schemas/Pad"}
+PAD_OR_OK = {"anyOf": [PAD, {"type": "object", "required": ["status"], "properties": {"status": {"const": "OK"}}}]}
 QUESTION = {"$ref": "#/components/schemas/PadQuestion"}
 PAD_ID = path_param("pad_id", {"type": "string"}, "a pad's 8-character id (any case)")
 QUESTION_ID = path_param("question_id", {"type": "string"}, "a question's id")
@@ -135,9 +136,10 @@ def paths() -> dict:
                         body=_body("PadFields"))},
         "/api/pads/{pad_id}": {
             "get": _op("pad_show", "One pad", {"200": _ok(PAD), **_errors(404)}, params=[PAD_ID]),
-            "put": _op("pad_update", "Change, end or delete a pad", {"200": _ok(PAD), **_errors(400, 403, 404, 409, 413)},
+            "put": _op("pad_update", "Change, end or delete a pad (deleted: only the status)",
+                       {"200": _ok(PAD_OR_OK), **_errors(400, 403, 404, 409, 413)},
                        params=[PAD_ID], body=_body("PadFields")),
-            "patch": _op("pad_patch", "Same as PUT", {"200": _ok(PAD), **_errors(400, 403, 404, 409, 413)},
+            "patch": _op("pad_patch", "Same as PUT", {"200": _ok(PAD_OR_OK), **_errors(400, 403, 404, 409, 413)},
                          params=[PAD_ID], body=_body("PadFields"))},
         "/api/pads/{pad_id}/events": {
             "get": _op("pad_events", "A pad's events, oldest first by default",

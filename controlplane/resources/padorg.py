@@ -8,7 +8,7 @@ import falcon
 from ..errors import Usage
 from ..padface import COOKIE, TOKEN_SCHEME, header_token, ok
 from ..services import languages
-from ..services.pad_params import rfc3339
+from ..services.pad_params import rfc3339, text
 from .pads import PadsResource
 
 
@@ -73,6 +73,7 @@ class Login(PadsResource):
         username, password = params.get("username"), params.get("password")
         if not isinstance(username, str) or not isinstance(password, str):
             raise Usage("username and password are required")
+        username, password = text(username, "username"), text(password, "password")
         token, expires = self.face.accounts.login(username, password)
         ok(resp, {"value": token, "token": token, "expires_at": rfc3339(expires)})
         resp.set_cookie(COOKIE, token, path="/", http_only=True, same_site="Lax", secure=req.scheme == "https",

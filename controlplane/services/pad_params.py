@@ -48,9 +48,15 @@ def text(value: Any, field: str) -> str:
         value = str(value)
     if not isinstance(value, str):
         raise Usage("{field} must be text", field=field)
+    if "\x00" in value:  # PostgreSQL refuses NUL in text
+        raise Usage("{field} contains a NUL character", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Usage("{field} is not valid Unicode (a lone surrogate)", field=field) from None
     limit = LIMITS.get(field)
     if limit is not None:
-        size = len(value) if field in CHAR_LIMITS else len(value.encode("utf-8", "surrogatepass"))
+        size = len(value) if field in CHAR_LIMITS else len(value.encode("utf-8"))
         if size > limit:
             unit = "characters" if field in CHAR_LIMITS else "bytes"
             raise Usage("{field} is longer than {limit} {unit}", field=field, limit=limit, unit=unit)
