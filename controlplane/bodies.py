@@ -2,7 +2,8 @@
 
 Every reader refuses a body whose declared Content-Length is over the limit before reading it, and
 stops reading one byte past the limit otherwise (413 through `errors.TooLarge`). Malformed input is a
-`errors.Usage` (400). Nothing here knows which face calls it.
+`errors.Usage` (400), and so is text that cannot be stored (NUL characters, lone surrogates) and JSON
+nested deeper than the parser goes. Nothing here knows which face calls it.
 
 - `read_bytes`: the raw body (drive writes).
 - `read_fields`: the cloud API's object: JSON when the Content-Type says so, else text/plain
@@ -14,7 +15,6 @@ stops reading one byte past the limit otherwise (413 through `errors.TooLarge`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -81,14 +81,11 @@ def read_form(req: falcon.Request, limit: int) -> Form:
     if kind == "multipart/form-data":
         return _read_multipart(req, limit)
     if kind == "application/x-www-form-urlencoded":
-        text = read_bytes(req, limit).decode("utf-8", errors="replace")
+        text = formats.check_text(read_bytes(req, limit).decode("utf-8", errors="replace"))
         return Form(dict(parse_qsl(text, keep_blank_values=True)), kind="urlencoded")
     if kind == "application/json":
         raw = read_bytes(req, limit)
-        try:
-            body = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            raise Usage("body is not valid JSON") from None
+        body = formats.load_json(raw) if raw.strip() else {}
         if not isinstance(body, dict):
             raise Usage("JSON body must be an object")
         return Form(body, kind="json")
@@ -106,11 +103,11 @@ def _read_multipart(req: falcon.Request, limit: int) -> Form:
             budget -= len(data)
             if budget < 0:
                 raise TooLarge(limit=limit)
-            name = part.name or ""
+            name = formats.check_text(part.name or "")
             if part.filename is not None:
-                form.files.append(Upload(name, part.filename or name, data))
+                form.files.append(Upload(name, formats.check_text(part.filename or name), data))
             else:
-                form.fields[name] = data.decode("utf-8", errors="replace")
+                form.fields[name] = formats.check_text(data.decode("utf-8", errors="replace"))
     except falcon.MediaMalformedError as exc:
         raise Usage("malformed multipart body: {why}", why=exc.description or "unreadable") from None
     return form

@@ -117,6 +117,8 @@ class FaceMiddleware:
         req.context.user = None
         if face.auth is not None:
             req.context.user = face.auth.authenticate(req)
+        if "\x00" in req.path:  # names nothing; and PostgreSQL refuses NUL in a query
+            raise falcon.HTTPNotFound()
 
 
 def render(table: FaceTable, req: falcon.Request, resp: falcon.Response, problem: Problem) -> None:

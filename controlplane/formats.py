@@ -37,6 +37,50 @@ def _unescape(value: str) -> str:
     return "".join(out)
 
 
+def check_text(value: str) -> str:
+    """Text that can be stored: no NUL (PostgreSQL refuses it in text) and no lone surrogates (not
+    UTF-8; JSON's \\ud800 escapes can make them)."""
+    if "\x00" in value:
+        raise Usage("NUL characters are not allowed in text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Usage("text must be valid Unicode (a lone surrogate was sent)") from None
+    return value
+
+
+def check_json_text(data) -> None:
+    """`check_text` for every key and string of a parsed JSON value."""
+    try:
+        _walk_json(data)
+    except RecursionError:
+        raise Usage("JSON body is nested too deeply") from None
+
+
+def _walk_json(data) -> None:
+    if isinstance(data, str):
+        check_text(data)
+    elif isinstance(data, list):
+        for item in data:
+            _walk_json(item)
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            check_text(key)
+            _walk_json(value)
+
+
+def load_json(raw: bytes | str):
+    """Parse a JSON body; malformed, too deep or unstorable text is a usage error."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise Usage("body is not valid JSON") from None
+    except RecursionError:
+        raise Usage("JSON body is nested too deeply") from None
+    check_json_text(data)
+    return data
+
+
 def encode_kv(obj: Obj) -> str:
     """One object as `key value` lines (no trailing blank line)."""
     lines = []
@@ -48,6 +92,7 @@ def encode_kv(obj: Obj) -> str:
 
 def decode_kv(text: str) -> dict[str, str]:
     """Parse `key value` lines; blank lines are ignored; a repeated key is a usage error."""
+    check_text(text)
     obj: dict[str, str] = {}
     # split on \n only: str.splitlines would also break on \x1e, \x85, \u2028 inside values
     for lineno, line in enumerate(text.split("\n"), 1):
@@ -64,10 +109,7 @@ def decode_kv(text: str) -> dict[str, str]:
 
 
 def decode_json(text: str) -> dict[str, str]:
-    try:
-        data = json.loads(text) if text.strip() else {}
-    except ValueError:
-        raise Usage("body is not valid JSON") from None
+    data = load_json(text) if text.strip() else {}
     if not isinstance(data, dict):
         raise Usage("JSON body must be an object")
     obj: dict[str, str] = {}

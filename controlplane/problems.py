@@ -41,7 +41,8 @@ class Problem:
     headers: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.message = " ".join(self.message.split())  # one line
+        # one line, printable (a message may quote the request's path)
+        self.message = " ".join("".join(c if c.isprintable() else " " for c in self.message).split())
 
 
 def from_domain(req: falcon.Request, exc: DomainError) -> Problem:

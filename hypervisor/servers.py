@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import defaults
 from .domain import DomainConfig
-from .errors import DomainNotFound, HypervisorError, InvalidState, NetworkNotFound
+from .errors import DomainNotFound, HypervisorError, InvalidState, NetworkNotFound, Unsupported
 from .guest import ApiState, Guest
 from .host import Host
 from .networks import NetworkConfig, network_config
@@ -43,7 +43,7 @@ class ServerSubstrate:
         self.public_cidr = public_cidr
         self.console_address = console_address
         self._net_lock = threading.Lock()
-        self._host_facts: tuple[int, int] | None = None
+        self._host_facts: tuple[int, int, int] | None = None
         # domain uuid -> its owner kind ("server", "sandbox", ...): a domain's kind never changes,
         # and reading it costs an XMLDesc, which the reconciler would pay for every sandbox VM
         self._kinds: dict[str, str | None] = {}
@@ -55,10 +55,11 @@ class ServerSubstrate:
     def console_log(self, server_id: str) -> Path:
         return self.run_dir / f"console-{server_id}.log"
 
-    def _facts(self) -> tuple[int, int]:
+    def _facts(self) -> tuple[int, int, int]:
+        """The host's CPUs, their MHz and its memory in MiB."""
         if self._host_facts is None:
             info = self.host.info()
-            self._host_facts = (info.cpus, info.cpu_mhz)
+            self._host_facts = (info.cpus, info.cpu_mhz, info.memory_mib)
         return self._host_facts
 
     # ---- networks -------------------------------------------------------------------------------
@@ -95,8 +96,10 @@ class ServerSubstrate:
 
     def build(self, server_id: str, config: dict[str, str], attach: dict[str, dict], macs: dict[str, str],
               networks: dict[int, dict]) -> DomainConfig:
-        cpus, mhz = self._facts()
+        cpus, mhz, memory = self._facts()
         cpu, mem = int(config["cpu"]), int(config["mem"])
+        if mem > memory:  # QEMU would fail to allocate it: say so rather than pass on its error
+            raise Unsupported("mem {mem} MB is more than this host has ({memory} MB)", mem=mem, memory=memory)
         smp = defaults.vcpus_for(cpu, mhz, cpus) if config.get("smp", "auto") == "auto" else int(config["smp"])
         dom = defaults.new_domain(self.host.installation_id, server_id, memory_mib=mem, vcpus=smp,
                                   title=config.get("name"))

@@ -17,6 +17,22 @@ CLOUD_ERROR_CONTENT = {"application/json": {"schema": ERROR},
 USER_KEYS = {"^user:[A-Za-z0-9_.:\\-]{1,64}$": TEXT}
 DEVICE = "(ide:[01]:[01]|ata:0:[0-5]|scsi:0:[0-7]|block:[0-7])"
 
+# What create and set accept (the services' validation, said once more for clients and schemathesis).
+USER_VALUES = {"^user:[A-Za-z0-9_.:\\-]{1,64}$": {"type": "string", "maxLength": 1024}}
+NAME_VALUE = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "\\S"}
+SIZE = {"description": "bytes, or a number with k, M, G or T; at least 1, at most 16 TiB",
+        "anyOf": [{"type": "integer", "minimum": 1, "maximum": 16 * 1024**4},
+                  {"type": "string", "pattern": "^[0-9]{1,13}[kKmMgGtT]?$"}]}
+UUIDS = {"type": "string", "pattern": "^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}( |$))*$",
+         "description": "uuids separated by spaces"}
+TAGS = {"type": "string", "pattern": "^\\S{1,64}( \\S{1,64}){0,63}$", "description": "words separated by spaces"}
+PASSWORD = {"type": "string", "pattern": "^[!-~]{0,8}$", "description": "VNC password, at most 8 characters"}
+
+
+def _number(lo: int, hi: int) -> dict:
+    """A whole number, as a JSON integer or as decimal text."""
+    return {"anyOf": [{"type": "integer", "minimum": lo, "maximum": hi}, {"type": "string", "pattern": "^[0-9]+$"}]}
+
 SCHEMAS = {
     "Drive": {
         "type": "object",
@@ -38,12 +54,13 @@ SCHEMAS = {
     "DriveFields": {
         "type": "object",
         "description": "create needs name and size; set takes any of them",
+        "examples": [{"name": "system", "size": "1G"}, {"name": "data", "size": 1048576, "tags": "db", "user:role": "x"}],
         "properties": {
-            "name": TEXT, "size": {**SCALAR, "description": "bytes, or a number with k, M, G or T"},
-            "claim:type": {"enum": ["exclusive", "shared"]}, "readers": TEXT, "tags": TEXT,
-            "avoid": TEXT, "encryption:cipher": TEXT, "tier": TEXT,
+            "name": NAME_VALUE, "size": SIZE,
+            "claim:type": {"enum": ["exclusive", "shared"]}, "readers": UUIDS, "tags": TAGS,
+            "avoid": UUIDS, "encryption:cipher": {"enum": ["none", ""]}, "tier": {"enum": ["disk", "ssd"]},
         },
-        "patternProperties": USER_KEYS,
+        "patternProperties": USER_VALUES,
         "additionalProperties": False,
     },
     "Server": {
@@ -68,17 +85,25 @@ SCHEMAS = {
     },
     "ServerFields": {
         "type": "object",
-        "description": "configuration keys; create needs name (cpu 1000, smp auto, mem 512, persistent false by default)",
+        "description": "configuration keys; create needs name (cpu 1000, smp auto, mem 512, persistent false "
+                       "by default); an empty value removes a key",
+        "examples": [{"name": "web", "mem": 256, "cpu": 1000, "persistent": "true"}],
         "properties": {
-            "name": TEXT, "cpu": SCALAR, "smp": SCALAR, "mem": SCALAR, "persistent": {"enum": ["true", "false"]},
-            "boot": TEXT, "vnc": TEXT, "vnc:ip": TEXT, "password": TEXT, "vnc:password": TEXT, "vnc:tls": TEXT,
-            "tags": TEXT, "avoid:drives": TEXT, "avoid:servers": TEXT,
+            "name": NAME_VALUE, "cpu": _number(100, 1_000_000), "smp": {"anyOf": [{"const": "auto"}, _number(1, 64)]},
+            "mem": {**_number(32, 1024 * 1024), "description": "MB"}, "persistent": {"enum": ["true", "false"]},
+            "boot": {"type": "string", "pattern": f"^{DEVICE}( {DEVICE})*$"},
+            "vnc": {"enum": ["auto", "off", ""]}, "vnc:ip": {"enum": ["auto", "off", ""]},
+            "password": PASSWORD, "vnc:password": PASSWORD, "vnc:tls": {"enum": ["off", "none", "false"]},
+            "tags": TAGS, "avoid:drives": UUIDS, "avoid:servers": UUIDS,
         },
         "patternProperties": {
-            **USER_KEYS,
-            f"^{DEVICE}$": TEXT,
-            f"^{DEVICE}:media$": TEXT,
-            "^nic:[0-3]:(model|dhcp|vlan|mac)$": TEXT,
+            **USER_VALUES,
+            f"^{DEVICE}$": UUID,
+            f"^{DEVICE}:media$": {"enum": ["disk", "cdrom"]},
+            "^nic:[0-3]:model$": {"enum": ["e1000", "rtl8139", "virtio"]},
+            "^nic:[0-3]:dhcp$": {"anyOf": [{"const": "auto"}, {"type": "string", "format": "ipv4"}]},
+            "^nic:[0-3]:vlan$": UUID,
+            "^nic:[0-3]:mac$": {"type": "string", "pattern": "^[0-9a-f][02468ace](:[0-9a-f]{2}){5}$"},
         },
         "additionalProperties": False,
     },
@@ -94,8 +119,9 @@ SCHEMAS = {
     },
     "ResourceFields": {
         "type": "object",
-        "properties": {"name": TEXT, "tags": TEXT},
-        "patternProperties": USER_KEYS,
+        "examples": [{"name": "office", "tags": "lan"}],
+        "properties": {"name": {"type": "string", "maxLength": 256}, "tags": TAGS},
+        "patternProperties": USER_VALUES,
         "additionalProperties": False,
     },
     "ResourcePair": {

@@ -23,6 +23,7 @@ SCHEMAS = {
     },
     "SandboxFields": {
         "type": "object",
+        "examples": [{"image": "base", "cmd": ["python3 hello.py"], "timeout": 10}],
         "required": ["image", "cmd"],
         "properties": {
             "image": {"type": "string", "description": "one of GET /api/images"},

@@ -1,0 +1,164 @@
+"""Tenant isolation, for every route the app serves (read from its router, not a hand-kept list).
+
+Every route with an object id in its path is called, with every method it serves, by an intruder
+with the owner's ids (and, where a path names two objects, with every mix of the owner's and the
+intruder's own): the answer is the face's "not found", the same as for an id that never existed, it
+shows none of the owner's ids, and the owner's view of everything (infos, lists, drive bytes) is
+the same before and after. Routes without ids (lists, creates) must show none of the owner's ids.
+
+A path parameter that `IDS` and `VALUES` do not know fails the test: teach it how to make an object
+of the owner for it. The installation runs without its agent, so nothing the owner has changes on
+its own (a sandbox stays queued) and any change is the intruder's doing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import secrets
+import uuid
+
+import pytest
+
+from .apiwalk import build_app, served_routes
+from .conftest import BACKENDS, new_installation
+from .test_sandboxes_api import multipart
+
+# Path parameters that name an object: which object of a user's set they take, and an id of the
+# same form that never existed.
+IDS = {
+    "drive": ("drive", lambda: str(uuid.uuid4())),
+    "source": ("source", lambda: str(uuid.uuid4())),
+    "server": ("server", lambda: str(uuid.uuid4())),
+    "name": ("resources", lambda: "10.255.255.254"),  # with its {kind}, below
+    "sandbox_id": ("sandbox", lambda: secrets.token_hex(8)),
+}
+# Path parameters that are values, not objects.
+VALUES = {"offset": "0", "size": "4096", "mode": "gzip", "kind": "vlan"}  # with {name}: the resource's own kind
+PATTERN = b"owner's bytes\n" * 300
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def site(request, tmp_path_factory):
+    inst, drop = new_installation(tmp_path_factory.mktemp("tenancy"), request.param)
+    inst.state_dir.mkdir(parents=True, exist_ok=True)
+    inst.admin("db", "upgrade")
+    inst.admin("image", "build", "base")
+    inst.start_api()  # no agent: see the module's docstring
+    yield inst
+    inst.stop()
+    inst.purge_libvirt()
+    drop()
+
+
+def make_objects(api) -> dict:
+    """One object of every kind a path can name, owned by `api`'s user."""
+    drive = api.create_drive(1 << 20, name="mine")
+    assert api.post(f"/drives/{drive}/write", PATTERN).status == 204
+    server = api.post_kv("/servers/create/stopped", {"name": "mine", "ide:0:0": drive})
+    assert server.status == 200, server.text
+    ip, vlan = api.post("/resources/ip/create"), api.post_kv("/resources/vlan/create", {"name": "mine"})
+    assert ip.status == 200 and vlan.status == 200, (ip.text, vlan.text)
+    body, ctype = multipart({"image": "base", "cmd": json.dumps(["echo mine"])}, {"a.txt": b"mine"})
+    sandbox = api.post("/api/sandboxes", body, headers={"Content-Type": ctype})
+    assert sandbox.status == 201, sandbox.text
+    return {"drive": drive, "source": api.create_drive(1 << 20, name="source"), "server": server.kv()["server"],
+            "resources": [("ip", ip.kv()["resource"]), ("vlan", vlan.kv()["resource"])], "sandbox": sandbox.json()}
+
+
+def ids_of(objs: dict) -> list[str]:
+    return [objs["drive"], objs["source"], objs["server"], objs["sandbox"]] + [r for _, r in objs["resources"]]
+
+
+def view(api, objs: dict) -> dict:
+    """Everything the owner can see of their objects (counters of reads excluded: they are the owner's)."""
+    def info(path):
+        r = api.get(path, headers={"Accept": "application/json"})
+        assert r.status == 200, (path, r.text)
+        return r.json()
+
+    out = {}
+    for key in ("drive", "source"):
+        drive = info(f"/drives/{objs[key]}/info")
+        out[key] = {k: v for k, v in drive.items() if not k.startswith("read:")}
+    out["bytes"] = api.get(f"/drives/{objs['drive']}/read/0/{len(PATTERN)}").body
+    out["server"] = info(f"/servers/{objs['server']}/info")
+    out["resources"] = [info(f"/resources/{kind}/{name}/info") for kind, name in objs["resources"]]
+    out["sandbox"] = info(f"/api/sandboxes/{objs['sandbox']}")
+    out["lists"] = [api.get(p).text for p in ("/drives/list", "/servers/list", "/resources/list")]
+    return out
+
+
+def bindings(template: str, owner: dict, intruder: dict) -> list[dict[str, str]]:
+    """Every way to fill the template's ids from the owner's and the intruder's objects, with at least
+    one of the owner's; an unknown parameter fails here."""
+    names = re.findall(r"{(\w+)}", template)
+    unknown = [n for n in names if n not in IDS and n not in VALUES]
+    assert not unknown, (f"route {template}: the tenancy walk cannot make an object for {unknown}; "
+                         "add it to IDS (an object of the owner) or VALUES (tests/test_tenancy.py)")
+    choices = []
+    for name in (n for n in names if n in IDS):
+        key = IDS[name][0]
+        if name == "name":
+            choices.append([{"kind": k, "name": r, "_owner": who}
+                            for who, objs in (("owner", owner), ("intruder", intruder)) for k, r in objs[key]])
+        else:
+            choices.append([{name: objs[key], "_owner": who} for who, objs in (("owner", owner), ("intruder", intruder))])
+    out = []
+    for combo in itertools.product(*choices):
+        if combo and all(c["_owner"] == "intruder" for c in combo):
+            continue
+        values = {k: v for k, v in VALUES.items() if v is not None}
+        for c in combo:
+            values.update({k: v for k, v in c.items() if k != "_owner"})
+        out.append(values)
+    return out
+
+
+def never_existed(template: str, values: dict[str, str]) -> dict[str, str]:
+    fresh = dict(values)
+    for name in re.findall(r"{(\w+)}", template):
+        if name in IDS:
+            fresh[name] = IDS[name][1]()
+    return fresh
+
+
+def request(api, method: str, path: str):
+    if method in ("POST", "PUT", "PATCH"):
+        return api.request(method, path, b"name intruder\n", headers={"Content-Type": "application/octet-stream"})
+    return api.request(method, path)
+
+
+def test_another_users_ids_answer_not_found_on_every_route(site):
+    owner, intruder = site.client(site.create_user("owner")), site.client(site.create_user("intruder"))
+    mine, theirs = make_objects(owner), make_objects(intruder)
+    secret_ids = ids_of(mine)
+    routes = served_routes(build_app(site.env))
+    before = view(owner, mine)
+    walked = 0
+    for template, methods in sorted(routes.items()):
+        with_ids = any(n in IDS for n in re.findall(r"{(\w+)}", template))
+        for method in sorted(methods):
+            for values in bindings(template, mine, theirs):
+                path = template.format(**values)
+                if not with_ids and method != "GET":
+                    r = intruder.request(method, path)  # no body: a create must not even start
+                else:
+                    r = request(intruder, method, path)
+                walked += 1
+                leaked = [i for i in secret_ids if i in r.text]
+                assert not leaked, f"{method} {path} shows the owner's {leaked}: {r.status} {r.text[:200]}"
+                if not with_ids:
+                    continue
+                assert r.status == 404 and r.error == "missing", f"{method} {path}: {r.status} {r.text[:200]}"
+                fresh = never_existed(template, values)
+                unknown = request(intruder, method, template.format(**fresh))
+                assert (unknown.status, unknown.error) == (r.status, r.error), f"{method} {path}"
+                masked = r.text
+                for name, value in values.items():
+                    masked = masked.replace(value, fresh[name])
+                assert masked == unknown.text, f"{method} {path}: {r.text!r} vs {unknown.text!r}"
+            assert view(owner, mine) == before, f"{method} {template} changed the owner's objects"
+    print(f"\ntenancy: {len(routes)} routes, {walked} intruder requests")
+    assert walked >= sum(len(m) for m in routes.values())
