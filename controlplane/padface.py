@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import falcon
 
-from . import bodies, problems
+from . import bodies, formats, problems
 from .auth import BasicAuth
 from .errors import Forbidden, TooLarge, Unauthorized, Usage
 from .problems import Problem
@@ -120,15 +120,16 @@ WRAPPERS = ("pad", "question")
 def read_params(req: falcon.Request, limit: int) -> dict:
     """Query parameters and the body (form, multipart or JSON; no Content-Type reads as a form) as one
     flat dict; Rails-wrapped keys (`pad[title]`, `{"question": {...}}`) equal plain ones; body wins."""
-    out = {k: v for k, v in req.params.items() if k != "token" and isinstance(v, str)}
+    out = {k: formats.check_text(v) for k, v in req.params.items() if k != "token" and isinstance(v, str)}
     kind = bodies.media_type(req)
     if req.content_length or kind:
-        if not kind or kind == "application/x-www-form-urlencoded":
+        # Forms, and bodies of any other type read as forms (Rails ignores what it cannot use).
+        if kind not in ("multipart/form-data", "application/json"):
             from urllib.parse import parse_qsl
 
             raw = bodies.read_bytes(req, limit)
             try:
-                fields = dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
+                fields = dict(parse_qsl(formats.check_text(raw.decode("utf-8")), keep_blank_values=True))
             except UnicodeDecodeError:
                 raise Usage("body is not UTF-8 text") from None
         else:
