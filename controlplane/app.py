@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import falcon
 
-from . import containers_face, faces
+from . import containers_face, faces, padwiring
 from .config import Settings
 from .db import Database
 from .http import TEXT
@@ -40,6 +40,7 @@ class Services:
     servers: Servers
     sandboxes: Sandboxes
     workspaces_face: "WorkspacesFace | None" = None
+    pads: object = None  # padwiring.PadFace
 
 
 @dataclass
@@ -97,16 +98,20 @@ def build_services(settings: Settings) -> Services:
     sandboxes = Sandboxes(db, settings, UploadStore(settings.state_dir / "uploads"),
                           notify=notifier(settings.run_dir / "agent.sock"), finished=ringer(waiters),
                           waiters=Waiters(waiters))
-    return Services(settings=settings, db=db, accounts=Accounts(db), pool=pool, drives=drives,
+    accounts = Accounts(db)
+    return Services(settings=settings, db=db, accounts=accounts, pool=pool, drives=drives,
                     resources=resources, servers=Servers(db, settings, drives, resources, substrate),
                     sandboxes=sandboxes,
                     workspaces_face=build_workspaces_face(settings, db, host,
-                                                          notifier(settings.run_dir / "agent.sock")))
+                                                          notifier(settings.run_dir / "agent.sock")),
+                    pads=padwiring.build(settings, db, accounts, sandboxes))
 
 
 def create_app(services: Services) -> falcon.App:
     face = services.workspaces_face
     extra = [containers_face.face(face.tokens)] if face is not None else []
+    if services.pads:
+        extra += list(padwiring.faces(services.pads, services.accounts))
     table = faces.build_table(services.accounts, extra, AuthThrottle.for_settings(services.settings))
     app = falcon.App(middleware=[faces.FaceMiddleware(table), PageHeaders()], media_type=TEXT)
     app.req_options.strip_url_path_trailing_slash = True
@@ -125,6 +130,8 @@ def create_app(services: Services) -> falcon.App:
             from .resources import submissions as submission_resources
 
             submission_resources.add_routes(app, face.submissions, services.settings.public_url)
+    if services.pads:
+        padwiring.add_routes(app, services.pads)
     description.add_routes(app, table)
     return app
 

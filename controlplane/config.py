@@ -90,6 +90,10 @@ class Settings:
     submission_memory_limit: int = 0
     # Public base URL of the API (for `workspace_url` and stream URIs); "" uses the request's own.
     public_url: str = ""
+    # Pads: the monthly pad limit of users outside an organization (0: none) and how long a session
+    # token from POST /api/auth/login lives (s).
+    pad_monthly_limit: int = 0
+    session_ttl: int = 86400
     libvirt_uri: str = "qemu:///system"
     extra: dict = field(default_factory=dict)
 
@@ -166,5 +170,7 @@ class Settings:
             submission_memory_limit=_env_size(env, "OPENHOSTING_SUBMISSION_MEMORY_LIMIT",
                                               cls.submission_memory_limit),
             public_url=env.get("OPENHOSTING_PUBLIC_URL", cls.public_url).rstrip("/"),
+            pad_monthly_limit=int(env.get("OPENHOSTING_PAD_MONTHLY_LIMIT", cls.pad_monthly_limit)),
+            session_ttl=int(env.get("OPENHOSTING_SESSION_TTL", cls.session_ttl)),
             libvirt_uri=env.get("OPENHOSTING_LIBVIRT_URI", cls.libvirt_uri),
         )

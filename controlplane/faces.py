@@ -95,12 +95,12 @@ def build_table(accounts: Accounts, extra: list[Face] = (), throttle: AuthThrott
     basic = BasicAuth(accounts, throttle)
     cloud = Face("cloud", ("/drives", "/servers", "/resources"), basic, cloud_error)
     faces = [
+        *extra,
         cloud,
         Face("sandboxes", ("/api/sandboxes", "/api/images"), basic, json_error),
         Face("description", ("/api/openapi.json", "/api/docs"), None, json_error),
         # Any other /api/… path: authenticated, JSON errors (later faces add longer prefixes).
         Face("api", ("/api",), basic, json_error),
-        *extra,
     ]
     return FaceTable(faces, default=cloud)
 

@@ -33,6 +33,9 @@ IDS = {
     "server": ("server", lambda: str(uuid.uuid4())),
     "name": ("resources", lambda: "10.255.255.254"),  # with its {kind}, below
     "sandbox_id": ("sandbox", lambda: secrets.token_hex(8)),
+    "pad_id": ("pad", lambda: "".join(secrets.choice("23456789ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(8))),
+    "env_id": ("pad_environment", lambda: str(10**9 + secrets.randbelow(10**6))),
+    "question_id": ("question", lambda: str(10**9 + secrets.randbelow(10**6))),
 }
 # Path parameters that are values, not objects.
 VALUES = {"offset": "0", "size": "4096", "mode": "gzip", "kind": "vlan"}  # with {name}: the resource's own kind
@@ -63,12 +66,21 @@ def make_objects(api) -> dict:
     body, ctype = multipart({"image": "base", "cmd": json.dumps(["echo mine"])}, {"a.txt": b"mine"})
     sandbox = api.post("/api/sandboxes", body, headers={"Content-Type": ctype})
     assert sandbox.status == 201, sandbox.text
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    pad = api.post("/api/pads", "title=mine&language=python3", headers=form)
+    question = api.post("/api/questions", "title=mine&language=python3", headers=form)
+    assert pad.status == 200 and question.status == 200, (pad.text, question.text)
     return {"drive": drive, "source": api.create_drive(1 << 20, name="source"), "server": server.kv()["server"],
-            "resources": [("ip", ip.kv()["resource"]), ("vlan", vlan.kv()["resource"])], "sandbox": sandbox.json()}
+            "resources": [("ip", ip.kv()["resource"]), ("vlan", vlan.kv()["resource"])], "sandbox": sandbox.json(),
+            "pad": pad.json()["id"], "pad_environment": str(pad.json()["active_environment_id"]),
+            "question": str(question.json()["id"])}
 
 
 def ids_of(objs: dict) -> list[str]:
-    return [objs["drive"], objs["source"], objs["server"], objs["sandbox"]] + [r for _, r in objs["resources"]]
+    """Ids that cannot occur by chance in an answer (pad environments and questions are small integers:
+    their leaks show in the 404 comparison instead)."""
+    return [objs["drive"], objs["source"], objs["server"], objs["sandbox"], objs["pad"]] + \
+        [r for _, r in objs["resources"]]
 
 
 def view(api, objs: dict) -> dict:
@@ -87,6 +99,10 @@ def view(api, objs: dict) -> dict:
     out["resources"] = [info(f"/resources/{kind}/{name}/info") for kind, name in objs["resources"]]
     out["sandbox"] = info(f"/api/sandboxes/{objs['sandbox']}")
     out["lists"] = [api.get(p).text for p in ("/drives/list", "/servers/list", "/resources/list")]
+    out["pad"] = info(f"/api/pads/{objs['pad']}")
+    out["pad_environment"] = info(f"/api/pad_environments/{objs['pad_environment']}")
+    out["question"] = info(f"/api/questions/{objs['question']}")
+    out["pad_lists"] = [api.get(p).text for p in ("/api/pads", "/api/questions")]
     return out
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import copy
 from functools import lru_cache
 
-from . import cloud, description, sandboxes, submissions, workspaces
+from . import cloud, description, pads, sandboxes, submissions, workspaces
 from .common import ERROR_SCHEMA
 
-FACES = (cloud, sandboxes, workspaces, submissions, description)
+FACES = (cloud, sandboxes, workspaces, submissions, pads, description)
 
 INFO = {
     "title": "openhosting",
@@ -34,7 +34,9 @@ def _build(public_faces: frozenset[str]) -> dict:
     paths: dict = {}
     schemas = {"Error": ERROR_SCHEMA}
     tags = []
+    schemes = {"basic": {"type": "http", "scheme": "basic", "description": "user uuid : secret API key"}}
     for face in FACES:
+        schemes.update(getattr(face, "SECURITY_SCHEMES", {}))
         paths.update(face.paths())
         schemas.update(face.SCHEMAS)
         tags.append({"name": face.TAG, "description": (face.__doc__ or "").strip().splitlines()[0]})
@@ -50,13 +52,7 @@ def _build(public_faces: frozenset[str]) -> dict:
         "security": [{"basic": []}],
         "paths": dict(sorted(paths.items())),
         "components": {"schemas": schemas,
-                       "securitySchemes": {"basic": {"type": "http", "scheme": "basic",
-                                                     "description": "user uuid : secret API key"},
-                                           "bearer": {"type": "http", "scheme": "bearer",
-                                                      "description": "a workspaces token (token create)"},
-                                           "access_token": {"type": "apiKey", "in": "query",
-                                                            "name": "access_token",
-                                                            "description": "a workspaces token"}}},
+                       "securitySchemes": schemes},
     }
 
 

@@ -6,6 +6,10 @@ from .common import INT, TEXT, json_body, operation, path_param
 
 TAG = "workspaces"
 SECURITY = [{"bearer": []}, {"access_token": []}]
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "a workspaces token (token create)"},
+    "access_token": {"type": "apiKey", "in": "query", "name": "access_token", "description": "a workspaces token"},
+}
 BOOL = {"type": "boolean"}
 NULLTEXT = {"type": ["string", "null"]}
 DATE = {"type": "string", "description": "YYYY-MM-DD HH:MM:SS +0000"}

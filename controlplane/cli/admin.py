@@ -29,7 +29,16 @@ def cmd_user_create(args, settings: Settings) -> None:
     from ..db import Database
     from ..services.accounts import Accounts
 
-    user, secret = Accounts(Database(settings)).create(args.name or "")
+    if args.email or args.org:
+        from ..errors import DomainError
+        from .padadmin import pad_accounts
+
+        try:
+            user, secret = pad_accounts(settings).user_create(args.name or "", args.email, args.org, args.role)
+        except DomainError as exc:
+            sys.exit(f"openhosting-admin: {exc.message}")
+    else:
+        user, secret = Accounts(Database(settings)).create(args.name or "")
     print(f"user {user}")
     print(f"secret {secret}")
 
@@ -289,8 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
     user = sub.add_parser("user", help="accounts").add_subparsers(dest="cmd", required=True)
     create = user.add_parser("create", help="create a user and print its uuid and secret")
     create.add_argument("--name", default="")
+    create.add_argument("--email", default=None, help="the pads face's login and owner_email")
+    create.add_argument("--org", default=None, help="a pads organization (name or id) to join")
+    create.add_argument("--role", choices=["owner", "member"], default="member", help="role in --org")
     create.set_defaults(func=cmd_user_create)
     user.add_parser("list", help="list users").set_defaults(func=cmd_user_list)
+
+    from .padadmin import add_commands
+
+    add_commands(sub)
 
     serve = sub.add_parser("serve", help="serve the HTTP API with gunicorn")
     serve.add_argument("--bind", default="127.0.0.1:8080")

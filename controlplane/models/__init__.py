@@ -9,6 +9,9 @@ from .sandboxes import Image, Sandbox
 from .tokens import Token
 from .workspaces import Project, Workspace
 from .submissions import Submission
+from .orgs import LoginFailure, Organization
+from .pads import Pad, PadEnvironment, PadEvent, PadQuestion, Question
 
 __all__ = ["Base", "utcnow", "User", "Drive", "Job", "Server", "DriveClaim", "Resource", "Image", "Sandbox",
-           "Token", "Project", "Workspace", "Submission"]
+           "Token", "Project", "Workspace", "Submission", "Organization", "LoginFailure", "Pad", "PadEnvironment",
+           "PadEvent", "PadQuestion", "Question"]

@@ -20,6 +20,8 @@ from ..models import Token, User
 
 class TokenKind(enum.StrEnum):
     WORKSPACES = "workspaces"
+    PADS = "pads"                  # a pads API key (CoderPad's settings-page key)
+    PADS_SESSION = "pads-session"  # a session token from POST /api/auth/login (expires)
 
 
 def digest(token: str) -> str:
