@@ -68,6 +68,8 @@ def decode_json(text: str) -> dict[str, str]:
         data = json.loads(text) if text.strip() else {}
     except ValueError:
         raise Usage("body is not valid JSON") from None
+    except RecursionError:  # json.loads recurses per nesting level: a deep body must not be a 500
+        raise Usage("body is JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise Usage("JSON body must be an object")
     obj: dict[str, str] = {}

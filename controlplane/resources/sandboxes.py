@@ -75,6 +75,8 @@ class SandboxCollection:
                     body = json.loads(raw or b"{}")
                 except ValueError:
                     raise Usage("body is not valid JSON") from None
+                except RecursionError:
+                    raise Usage("body is JSON nested too deeply") from None
                 if not isinstance(body, dict):
                     raise Usage("JSON body must be an object")
                 if isinstance(body.get("cmd"), list):
