@@ -67,15 +67,29 @@ def channel_sockets(inst) -> list[Path]:
 
 
 def state_sockets(inst) -> list[Path]:
-    """Unix sockets in the state directory, except the agent's doorbell and the API's waiters."""
+    """Unix sockets in the state directory, except the agent's doorbell and the sandbox waiters'
+    sockets of API workers that are alive (`run/waiters/<pid>-<random>.sock`)."""
     out = []
     for p in inst.state_dir.rglob("*"):
         try:
-            if p.is_socket() and p.name not in ("agent.sock", "waiters"):
-                out.append(p)
+            if not p.is_socket() or p.name == "agent.sock":
+                continue
         except OSError:
-            pass
+            continue
+        if p.parent.name == "waiters" and _alive(p.name.split("-", 1)[0]):
+            continue
+        out.append(p)
     return out
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
 
 
 def kill9(proc) -> None:
