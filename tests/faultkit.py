@@ -110,3 +110,37 @@ def upload_gzip(api, data: bytes, name: str = "disk", chunk: int = 4 << 20, **ex
 def server_status(api, sid: str) -> str | None:
     r = api.get(f"/servers/{sid}/info")
     return r.kv()["status"] if r.status == 200 else None
+
+
+def sandbox_body(cmd: str, timeout: int = 120) -> tuple[bytes, str]:
+    import json
+    import uuid
+
+    boundary = uuid.uuid4().hex
+    fields = {"image": "base", "cmd": json.dumps([cmd]), "timeout": str(timeout)}
+    body = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+                   for k, v in fields.items()) + f"--{boundary}--\r\n"
+    return body.encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def post_sandbox(api, cmd: str, timeout: int = 120) -> str:
+    body, ctype = sandbox_body(cmd, timeout)
+    r = api.post("/api/sandboxes", body, headers={"Content-Type": ctype})
+    assert r.status == 201, r.text
+    return r.json()
+
+
+def sandbox_result(api, box: str, timeout: float = 300) -> dict:
+    return wait_for(lambda: (b := api.get(f"/api/sandboxes/{box}").json())["status"] == "terminated" and b,
+                    timeout=timeout, interval=0.3, what=f"sandbox {box} to end")
+
+
+def warm_pool(api, timeout: float = 1200) -> None:
+    """Run `echo warm` until it works: the first runs wait for the image's template and the pool,
+    minutes on a busy TCG host (a run that times out meanwhile is tried again)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        box = sandbox_result(api, post_sandbox(api, "echo warm"), timeout=max(1.0, deadline - time.monotonic()))
+        if box["logs"] == "warm\n":
+            return
+        assert time.monotonic() < deadline, f"the sandbox pool did not warm up: {box}"
