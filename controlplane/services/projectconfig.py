@@ -61,7 +61,7 @@ def _scenario(name: str, body) -> None:
 def validate(text: str) -> dict:
     try:
         doc = json.loads(text)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         raise ConfigError("project_config is not valid JSON") from None
     _check(isinstance(doc, dict), "project_config must be a JSON object")
     version = doc.get("version")

@@ -36,7 +36,7 @@ def parse_cmd(text: str | None) -> list[str]:
     if stripped.startswith("["):
         try:
             commands = json.loads(stripped)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise Usage("cmd looks like a JSON list but is not valid JSON") from None
         if not commands or not all(isinstance(c, str) and c.strip() for c in commands):
             raise Usage("cmd must be a non-empty JSON list of non-empty strings")
