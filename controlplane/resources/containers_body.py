@@ -1,4 +1,5 @@
-"""Request bodies of the Containers face: multipart (needed for files), urlencoded or JSON.
+"""Request bodies of the Containers face: multipart (needed for files), urlencoded or JSON, read by
+the shared reader (`controlplane/bodies.py`) and put in this face's terms.
 
 Returns (fields, files): fields as strings (JSON booleans become "true"/"false", numbers their decimal
 text, null is absent), files as bytes. A file part larger than `file_limit` is 413/202511; other
@@ -8,10 +9,11 @@ parts are capped at 1 MiB. Unknown parameters are ignored.
 from __future__ import annotations
 
 import json
-from urllib.parse import parse_qsl
 
 import falcon
 
+from .. import bodies
+from ..errors import TooLarge, Usage
 from ..services.containers_errors import ContainersError, invalid
 
 FIELD_LIMIT = 1024 * 1024
@@ -29,45 +31,31 @@ def _scalar(value) -> str | None:
 
 
 def read(req: falcon.Request, file_fields: tuple[str, ...], file_limit: int) -> tuple[dict, dict]:
-    ctype = (req.content_type or "").lower()
+    """The shared reader (`controlplane/bodies.py`) in this face's terms: its limits and codes."""
+    if not (req.content_length or req.content_type):
+        return {}, {}
+    try:
+        form = bodies.read_form(req, file_limit * 2 + FIELD_LIMIT)
+    except TooLarge:
+        raise ContainersError(*TOO_LARGE) from None
+    except Usage as exc:
+        raise invalid(exc.message) from None
     fields: dict[str, str] = {}
+    for key, value in form.fields.items():
+        text = value if form.kind != "json" else _scalar(value)
+        if text is None:
+            continue
+        if form.kind == "multipart" and len(text) > FIELD_LIMIT:
+            raise invalid(f"form field {key[:40]!r} is too large")
+        fields[key] = text
     files: dict[str, bytes] = {}
-    if ctype.startswith("multipart/form-data"):
-        try:
-            for part in req.get_media():
-                if part.name in file_fields:
-                    data = part.stream.read(file_limit + 1)
-                    if len(data) > file_limit:
-                        raise ContainersError(*TOO_LARGE)
-                    files[part.name] = data
-                else:
-                    data = part.stream.read(FIELD_LIMIT + 1)
-                    if len(data) > FIELD_LIMIT:
-                        raise invalid(f"form field {part.name[:40]!r} is too large")
-                    fields[part.name] = data.decode("utf-8", errors="replace")
-        except falcon.MediaMalformedError:
-            raise invalid("malformed multipart body") from None
-        return fields, files
-    limit = file_limit * 2 + FIELD_LIMIT
-    if req.content_length is not None and req.content_length > limit:
-        raise ContainersError(*TOO_LARGE)
-    raw = req.bounded_stream.read(limit + 1)
-    if len(raw) > limit:
-        raise ContainersError(*TOO_LARGE)
-    if ctype.startswith("application/json"):
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            raise invalid("body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise invalid("JSON body must be an object")
-        for key, value in body.items():
-            if value is not None:
-                fields[key] = _scalar(value)
-    elif raw:
-        fields = dict(parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True))
+    for upload in form.files:
+        if upload.field in file_fields:
+            if len(upload.data) > file_limit:
+                raise ContainersError(*TOO_LARGE)
+            files[upload.field] = upload.data
     for name in file_fields:
-        if name in fields and not isinstance(fields[name], bytes):
+        if name in fields and name not in files:
             files[name] = fields.pop(name).encode("utf-8", errors="surrogateescape")
     return fields, files
 
