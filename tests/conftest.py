@@ -7,6 +7,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Speed is measured by bench/, not asserted: Hypothesis' per-example deadline and its too-slow health
+# check are timings that a loaded 2-core TCG host (or a VM test beside it) trips without any bug.
+settings.register_profile("openhosting", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile("openhosting")
 
 from .support import Installation, make_database
 
