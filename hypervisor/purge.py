@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .microvm import purge as sandbox_purge
+from .microvm.purge import purge as purge_sandboxes
 from .microvm import qemu
 from .errors import DomainNotFound, NetworkNotFound
 from .host import Host
@@ -36,7 +36,7 @@ def owned_objects(host: Host) -> tuple[list[str], list[str]]:
 def purge(host: Host, sandbox_root: Path | None = None) -> Purged:
     done = Purged()
     # Sandbox VMs first, with their overlays (microvm.purge knows their files), then the rest.
-    done.sandboxes = sandbox_purge.purge(host, sandbox_root)
+    done.sandboxes = purge_sandboxes(host, sandbox_root)
     for guest in host.guests():
         try:
             guest.remove()
