@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import signal
 import subprocess
 import threading
+import uuid
 
 import pytest
 
@@ -27,6 +29,52 @@ def domains(state: str = "") -> set[str]:
 def networks(active_only: bool = False) -> set[str]:
     args = ["virsh", "-c", "qemu:///system", "net-list", "--name"] + ([] if active_only else ["--all"])
     return {line for line in subprocess.run(args, capture_output=True, text=True, check=True).stdout.split() if line}
+
+
+def on_a_terminal(inst, args: list[str], answer: str) -> tuple[int, str, str]:
+    """Run an admin command with a pseudo-terminal as stdin, typing ``answer``."""
+    import os
+    import pty
+
+    from .support import ADMIN
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([ADMIN, *args], env=inst.env, stdin=slave, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    os.close(slave)
+    try:
+        os.write(master, answer.encode())
+        out, err = proc.communicate(timeout=300)
+    finally:
+        os.close(master)
+    return proc.returncode, out, err
+
+
+def leave_sandbox_leftovers(inst) -> None:
+    """What an agent killed with a warm pool leaves behind (hypervisor/sandbox.py's layout): a
+    template (disk, saved state) and a clone VM (kind sandbox, paused: no CPU spent) on an overlay."""
+    from hypervisor import defaults
+    from hypervisor.connection import Connection
+    from hypervisor.host import Host
+    from hypervisor.sandbox import KIND
+    from storage import overlay
+
+    root = inst.state_dir / "sandbox-vms" / "base"
+    template, vms = root / "template-base-0123456789abcdef", root / "vms"
+    for directory in (inst.state_dir / "sandbox-vms", root, template, vms):
+        directory.mkdir(mode=0o711, exist_ok=True)
+        directory.chmod(0o711)
+    base = template / "base.raw"
+    base.write_bytes(b"\0" * (1 << 20))
+    overlay.create(template / "template.qcow2", base)
+    (template / "template.state").write_bytes(b"saved state")
+    host = Host(installation_id(inst), Connection("qemu:///system"))
+    vm = str(uuid.uuid4())
+    disk = overlay.create(vms / f"oh-{host.installation_id}-{vm}.qcow2", template / "template.qcow2",
+                          backing_format="qcow2")
+    dom = defaults.new_domain(host.installation_id, vm, memory_mib=64, kind=KIND)
+    dom.disks.append(defaults.drive("block:0", str(disk), format="qcow2"))
+    host.create_transient(defaults.set_defaults(dom), paused=True)
 
 
 def installation_id(inst) -> str:
@@ -85,11 +133,13 @@ def test_two_default_installations_pick_distinct_kept_pools(pair, servers):
     pools = [ipaddress.IPv4Network((inst.state_dir / "ip-pool").read_text().strip()) for inst in pair]
     assert pools[0].prefixlen == pools[1].prefixlen == 24 and pools[0].is_private
     assert not pools[0].overlaps(pools[1])
-    # each installation's guest leases an address from its own pool, and the API reports it
+    # each installation's guest leases an address from its own pool, and the API reports it (a
+    # bound, not a sleep: two TCG guests boot through ISOLINUX at once on a shared 2-core host)
     for inst, pool, (api, sid) in zip(pair, pools, servers):
-        ip = wait_for(lambda: re.search(IP_PREFIX + r"(\S+)", console(inst, sid)), what="a DHCP lease")[1]
+        ip = wait_for(lambda: re.search(IP_PREFIX + r"(\S+)", console(inst, sid)), timeout=600,
+                      what="a DHCP lease")[1]
         assert ipaddress.IPv4Address(ip) in pool
-        assert wait_for(lambda: api.get(f"/servers/{sid}/info").kv().get("nic:0:dhcp:ip")) == ip
+        assert wait_for(lambda: api.get(f"/servers/{sid}/info").kv().get("nic:0:dhcp:ip"), timeout=120) == ip
     # the range is kept: a restart keeps it, whatever else the host has meanwhile
     first = pair[0]
     first.stop()
@@ -130,21 +180,31 @@ def test_an_overlapping_pool_is_refused_at_start_with_a_message(pair, tmp_path):
 
 def test_host_purge_removes_one_installations_objects_only(pair, servers):
     gone, kept = pair
-    gone_domains, gone_nets = owned(domains("all"), gone), owned(networks(), gone)
+    sandbox_vms = gone.state_dir / "sandbox-vms"
     kept_domains, kept_nets = owned(domains(), kept), owned(networks(active_only=True), kept)
-    assert gone_domains and gone_nets and kept_domains and kept_nets
     # refused while the agent runs, and without --yes when nobody can be asked
     r = gone.admin("host", "purge", "--yes", check=False)
     assert r.returncode != 0 and "agent" in r.stderr
-    gone.stop()
+    # the agent dies without cleaning up, leaving a sandbox clone running on its overlay
+    gone.stop_agent(signal.SIGKILL)
+    gone.stop_api()
+    leave_sandbox_leftovers(gone)
+    gone_domains, gone_nets = owned(domains("all"), gone), owned(networks(), gone)
+    assert len(owned(domains(), gone)) >= 2      # the server and the sandbox clone, running
+    assert gone_nets and kept_domains and kept_nets
     r = gone.admin("host", "purge", check=False)
     assert r.returncode != 0 and "--yes" in r.stderr
+    # on a terminal it lists what it would remove and asks; "n" removes nothing
+    code, out, err = on_a_terminal(gone, ["host", "purge"], "n\n")
+    assert code != 0 and "nothing removed" in err, (out, err)
+    assert all(name in out for name in gone_domains | gone_nets) and "[y/N]" in out
     assert owned(domains("all"), gone) == gone_domains
     r = gone.admin("host", "purge", "--yes")
     counts = dict(line.split() for line in r.stdout.splitlines())
     assert int(counts["domains"]) == len(gone_domains) and int(counts["networks"]) == len(gone_nets)
     assert not owned(domains("all"), gone) and not owned(networks(), gone)
     assert not list((gone.state_dir / "run").glob("console-*.log"))
+    assert list(sandbox_vms.iterdir()) == []        # templates, clones' overlays, saved states, locks
     # the other installation's server and network still run, and its API still answers for them
     assert owned(domains(), kept) == kept_domains
     assert owned(networks(active_only=True), kept) == kept_nets
