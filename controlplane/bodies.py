@@ -65,9 +65,9 @@ def _text(raw: bytes) -> str:
 def read_fields(req: falcon.Request, limit: int) -> dict[str, str]:
     """A key/value body: JSON when the Content-Type says so, text otherwise (octet-stream included)."""
     text = _text(read_bytes(req, limit))
-    if formats.is_json(req.content_type):
-        return formats.decode_json(text)
-    return formats.decode_kv(text)
+    obj = formats.decode_json(text) if formats.is_json(req.content_type) else formats.decode_kv(text)
+    formats.check_json_text(obj)  # JSON escapes can smuggle NUL and lone surrogates into text
+    return obj
 
 
 def media_type(req: falcon.Request) -> str:
@@ -86,6 +86,7 @@ def read_form(req: falcon.Request, limit: int) -> Form:
     if kind == "application/json":
         raw = read_bytes(req, limit)
         body = formats.load_json(raw) if raw.strip() else {}
+        formats.check_json_text(body)
         if not isinstance(body, dict):
             raise Usage("JSON body must be an object")
         return Form(body, kind="json")
