@@ -149,13 +149,21 @@ class WorkspaceVMs:
         """Start the VM again from its saved state, then correct its clock and reseed its RNG.
         Idempotent for a running workspace; DomainNotFound when there is no saved state."""
         with self._serialized(ws_id):
-            guest = self._find(ws_id)
-            if guest is not None:
-                if guest.libvirt_state()[0] == libvirt.VIR_DOMAIN_PAUSED:
-                    guest.resume()
-                return
             directory = self._dir(ws_id)
             state = directory / "state"
+            guest = self._find(ws_id)
+            if guest is not None:
+                paused = guest.libvirt_state()[0] == libvirt.VIR_DOMAIN_PAUSED
+                if not (paused and state.exists()):
+                    if paused:
+                        guest.resume()
+                    state.unlink(missing_ok=True)   # it ran after that state was taken: stale
+                    return
+                # Paused with its state still on disk: a restore that a killed process began and never
+                # ran (the guest runs only after the load completes). The state is still the truth.
+                self._close_port(ws_id)
+                guest.remove()
+                qemu.remove_log(self.host, guest.name)
             if not state.exists():
                 raise DomainNotFound(domain=self._name(ws_id), reason="no saved state")
             meta = self._meta(ws_id)
