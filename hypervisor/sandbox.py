@@ -451,6 +451,9 @@ class WarmPool:
         self._rebuild_lock = threading.Lock()
         self._broken: str | None = None
         self._served = 0
+        # VMs whose removal failed (libvirtd away, e.g. restarting): removed again before the next
+        # template or clone is made, so that none outlives its pool
+        self._leftovers: set[str] = set()
 
     # --- public -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -575,6 +578,7 @@ class WarmPool:
             self._idle.clear()
         for vm in remaining:
             self._destroy(vm)
+        self._remove_leftovers()
 
     def cold_run(self, files: dict[str, bytes], command: str, *, timeout: float, output_cap: int) -> RunResult:
         """Define and boot a fresh VM from the image, wait for its agent, run, destroy: what every
@@ -701,7 +705,9 @@ class WarmPool:
         try:
             vm.guest.remove()
         except HypervisorError as exc:
-            log.warning("could not destroy sandbox VM %s: %s", vm.name, exc)
+            log.warning("could not destroy sandbox VM %s (tried again later): %s", vm.name, exc)
+            with self._lock:
+                self._leftovers.add(vm.name)
         try:
             overlay.remove(vm.overlay)
         except overlay.OverlayError as exc:
@@ -778,6 +784,7 @@ class WarmPool:
                 self._preparing += 1
             template = self._template
             try:
+                self._remove_leftovers()
                 vm = self._prepare_clone(template)
                 failures = 0
                 self._failed(None)
@@ -928,7 +935,25 @@ class WarmPool:
         return self.image.memory_mib + QEMU_OVERHEAD_MIB + (TB_CACHE_MIB if tcg else 0)
 
     # --- template ---------------------------------------------------------------------------------
+    def _remove_leftovers(self) -> None:
+        """Remove the VMs whose removal failed before. An orphaned template VM would otherwise run
+        forever and hold its console log, so that every later template fails with "busy"."""
+        with self._lock:
+            names = list(self._leftovers)
+        for name in names:
+            try:
+                guest = self.host.find(name)
+                if guest is not None:
+                    guest.remove()
+            except HypervisorError as exc:
+                log.warning("sandbox VM %s still cannot be removed: %s", name, exc)
+                continue
+            _remove_log(self.host, name)
+            with self._lock:
+                self._leftovers.discard(name)
+
     def _ensure_template(self) -> _Template:
+        self._remove_leftovers()
         key = self._template_key()
         directory = self.work_dir / f"template-{self.image.slug}-{key[:16]}"
         with self._template_lock():
@@ -1006,7 +1031,9 @@ class WarmPool:
             try:
                 guest.remove()
             except HypervisorError as exc:
-                log.warning("could not remove template VM %s: %s", guest.name, exc)
+                log.warning("could not remove template VM %s (tried again later): %s", guest.name, exc)
+                with self._lock:
+                    self._leftovers.add(guest.name)
             _remove_log(self.host, guest.name)
         for path in (disk, state, ram):
             if path is not None:    # on disk before template.json says the template is whole
