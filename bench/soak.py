@@ -214,7 +214,7 @@ def soak(duration: float = 300, uploads: int = 50, sandboxes: int = 8, every: fl
     out = out or (lambda *a: print(*a, flush=True))
     inst = installation(OPENHOSTING_IP_POOL=f"10.{200 + os.getpid() % 50}.{os.getpid() % 250}.0/24",
                         OPENHOSTING_SANDBOX_POOL_SIZE=str(POOL), OPENHOSTING_SANDBOX_USER_LIMIT="64",
-                        OPENHOSTING_RECONCILE_INTERVAL="2")
+                        OPENHOSTING_RECONCILE_INTERVAL="2", OPENHOSTING_JOB_POLL_INTERVAL="0.2")
     inst.start(("image", "build", "base"))
     try:
         return _drive(inst, duration, uploads, sandboxes, every, out)

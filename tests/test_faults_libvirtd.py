@@ -3,8 +3,10 @@
 libvirtd is shared by everything on this host: the test restarts it the way tools/setup.sh starts it
 (virtlogd stays; libvirtd under `tini -s`) and, whatever happens, leaves a running libvirtd behind.
 During the restart a request may get a clear "try again" error; after it, everything works: the
-running server is still running and can be stopped and started, the agent notices a QEMU that dies,
-sandboxes run, every sandbox started under load ended, and the pool is back to its size.
+running server is still running and can be stopped and started, a server cycled through start and stop
+during the restart shows what libvirt says, an imaging job finishes, and the agent notices a QEMU that
+dies. (Sandboxes across a libvirtd restart: not here; their pool needs minutes of warm-up on a busy
+TCG host.)
 """
 
 from __future__ import annotations
@@ -17,12 +19,10 @@ import time
 
 import pytest
 
-from .faultkit import (clone_overlays, domains, prefix, qemu_pids, sandbox_body, sandbox_result, server_status,
-                       wait_for, warm_pool)
+from .faultkit import domains, prefix, qemu_pids, server_status, wait_for
 
 pytestmark = pytest.mark.vm
 
-POOL = 2
 LOG = "/var/log/openhosting/libvirtd.log"
 
 
@@ -58,82 +58,77 @@ def restore_libvirtd():
 
 
 def test_libvirtd_restart_under_load(fresh_installation, restore_libvirtd):
-    inst = fresh_installation(OPENHOSTING_SANDBOX_POOL_SIZE=str(POOL), OPENHOSTING_SANDBOX_USER_LIMIT="16")
-    inst.admin("image", "build", "base")
-    inst.stop_agent()
-    inst.start_agent()
+    inst = fresh_installation()
     api = inst.client(inst.create_user("libvirtd"))
+    server = {"cpu": "1000", "mem": "128", "persistent": "true"}
+    keep = api.post_kv("/servers/create", {"name": "keep", **server}).kv()["server"]
+    cycled = api.post_kv("/servers/create/stopped", {"name": "cycled", **server}).kv()["server"]
+    assert server_status(api, keep) == "active"
+    src = api.create_drive(32 << 20, name="src")
+    assert api.post(f"/drives/{src}/write/{16 << 20}", os.urandom(1 << 20)).status == 204
+    dst = api.create_drive(32 << 20, name="dst")
 
-    def sandbox(word: str):
-        body, ctype = sandbox_body(f"echo {word}")
-        return api.post("/api/sandboxes", body, headers={"Content-Type": ctype})
-
-    warm_pool(api)
-    sid = api.post_kv("/servers/create", {"name": "s", "cpu": "1000", "mem": "128", "persistent": "true"}).kv()["server"]
-    assert server_status(api, sid) == "active"
-
-    # Load: sandbox submitters, list readers, drive writers; every answer is a status, never a hang.
+    # Load: a server cycling through start and stop, drive writes, list reads, an imaging job; every
+    # answer is a status (never a hang), and a 5xx only the clear "try again" (kind system).
     stop = threading.Event()
-    boxes: list[str] = []
-    statuses: list[tuple[int, str | None]] = []
+    statuses: list[tuple[str, int, str | None]] = []
     lock = threading.Lock()
 
-    def submit():
-        i = 0
+    def note(what, r):
+        with lock:
+            statuses.append((what, r.status, r.error))
+
+    def cycle():
         while not stop.is_set():
-            r = sandbox(f"load{i}")
-            with lock:
-                statuses.append((r.status, r.error))
-                if r.status == 201:
-                    boxes.append(r.json())
-            i += 1
-            time.sleep(0.3)
+            note("start", api.post(f"/servers/{cycled}/start"))
+            time.sleep(0.5)
+            note("stop", api.post(f"/servers/{cycled}/stop"))
+            time.sleep(0.2)
 
     def read_and_write():
         drive = api.create_drive(1 << 20)
         while not stop.is_set():
-            for r in (api.get("/servers/info"), api.get("/api/sandboxes"),
-                      api.post(f"/drives/{drive}/write/0", os.urandom(65536))):
-                with lock:
-                    statuses.append((r.status, r.error))
+            note("info", api.get("/servers/info"))
+            note("list", api.get("/drives/info"))
+            note("write", api.post(f"/drives/{drive}/write/0", os.urandom(65536)))
             time.sleep(0.1)
 
-    workers = [threading.Thread(target=submit) for _ in range(2)] + [threading.Thread(target=read_and_write)]
+    workers = [threading.Thread(target=cycle), threading.Thread(target=read_and_write)]
     for t in workers:
         t.start()
     try:
-        time.sleep(3)
+        time.sleep(2)
+        assert api.post(f"/drives/{dst}/image/{src}").status == 204
         restart_libvirtd()
         time.sleep(5)
     finally:
         stop.set()
         for t in workers:
             t.join(timeout=300)
-    # A 5xx only as the clear "the hypervisor is not reachable right now; try again" (kind system).
-    assert all(status < 500 or error == "system" for status, error in statuses), statuses
-    assert boxes, "no sandbox was submitted under load"
+    assert not any(t.is_alive() for t in workers), "a client hangs"
+    assert all(status < 500 or error == "system" for _, status, error in statuses), statuses
+    assert any(what == "start" and status == 204 for what, status, _ in statuses)
+
+    # Nothing stuck: the cycled server settles to what libvirt says, the imaging job finishes.
+    def consistent():
+        status = server_status(api, cycled)
+        live = f"{prefix(inst)}{cycled}" in domains(inst, running_only=True)
+        return status in ("active", "stopped") and live == (status == "active")
+
+    wait_for(consistent, timeout=60, what="the cycled server to match libvirt")
+    wait_for(lambda: "imaging" not in api.get(f"/drives/{dst}/info").kv(), timeout=120, what="imaging")
+    assert api.get(f"/drives/{dst}/read/{16 << 20}/{1 << 20}").body == \
+        api.get(f"/drives/{src}/read/{16 << 20}/{1 << 20}").body
 
     # The server outlived the restart, and the API's connection works again: stop, start.
-    wait_for(lambda: server_status(api, sid) == "active" and qemu_pids(inst, sid), timeout=30,
-             what="the server to show active")
-    assert api.post(f"/servers/{sid}/stop").status == 204
-    assert server_status(api, sid) == "stopped"
-    assert api.post(f"/servers/{sid}/start").status == 204
+    assert server_status(api, keep) == "active" and qemu_pids(inst, keep)
+    assert api.post(f"/servers/{keep}/stop").status == 204
+    assert server_status(api, keep) == "stopped" and not qemu_pids(inst, keep)
+    assert api.post(f"/servers/{keep}/start").status == 204
     # The agent's reconciliation is connected again: it notices a QEMU that dies.
-    (pid,) = qemu_pids(inst, sid)
+    (pid,) = qemu_pids(inst, keep)
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: server_status(api, sid) == "stopped", timeout=60, what="the agent to see the server stop")
-
-    # Nothing stuck: every sandbox ended (a result or a clear error), new ones run, the pool settles.
-    for box in boxes:
-        got = sandbox_result(api, box)
-        assert got["return_code"] == 0 or "openhosting:" in (got["logs"] or "") or got["timed_out"], got
-    after = sandbox_result(api, sandbox("after").json())
-    assert after["logs"] == "after\n", after
-
-    def settled():
-        vms = set(domains(inst, running_only=True)) - {f"{prefix(inst)}{sid}"}
-        return vms == set(clone_overlays(inst)) and len(vms) <= POOL
-
-    wait_for(settled, timeout=180, what="the sandbox pool to settle to its size")
-    assert api.post(f"/servers/{sid}/destroy").status == 204
+    wait_for(lambda: server_status(api, keep) == "stopped", timeout=60, what="the agent to see the server stop")
+    for sid in (keep, cycled):
+        assert api.post(f"/servers/{sid}/destroy").status == 204
+    assert not domains(inst)

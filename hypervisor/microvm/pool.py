@@ -25,7 +25,7 @@ from storage import overlay
 
 from ..connection import Accelerator
 from ..domain import domain_name
-from ..errors import HypervisorError, InvalidConfig
+from ..errors import InvalidConfig
 from ..host import Host
 from . import clone, qemu, run, vmxml
 from .clone import Vm
@@ -128,6 +128,7 @@ class ClonePool:
             self._idle.clear()
         for vm in remaining:
             self._destroy(vm)
+        self.templates.leftovers.retry()
 
     # --- acquiring and retiring -----------------------------------------------------------------
     def _acquire(self, acquire_timeout: float | None, cancel: threading.Event | None,
@@ -207,10 +208,7 @@ class ClonePool:
             vm.gone = True
         if vm.port is not None:
             vm.port.close()
-        try:
-            vm.guest.remove()
-        except HypervisorError as exc:
-            log.warning("could not destroy sandbox VM %s: %s", vm.name, exc)
+        self.templates.leftovers.remove(vm.guest, "sandbox VM")
         try:
             overlay.remove(vm.overlay)
         except overlay.OverlayError as exc:
@@ -283,6 +281,7 @@ class ClonePool:
                 self._preparing += 1
             template = self._template
             try:
+                self.templates.leftovers.retry()
                 vm = self._prepare_clone(template)
                 failures = 0
                 self._failed(None)

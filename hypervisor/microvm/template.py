@@ -35,6 +35,7 @@ from ..errors import HypervisorError, translate
 from ..host import Host
 from . import programs, qemu, vmxml
 from .errors import TemplateFailed
+from .leftovers import Leftovers
 from .image import GUEST_CONTROL, GUEST_WORKDIR, RUN_ENV, SandboxImage
 from .run import WRAPPER, exec_plain
 
@@ -107,6 +108,7 @@ class Templates:
         self.serve = serve
         self.shared_ram = shared_ram
         self._built: dict[str, tuple[Path, list[str]]] | None = None
+        self.leftovers = Leftovers(host)
 
     def lock(self) -> qemu.FileLock:
         return qemu.FileLock(self.work_dir / f".template-{self.image.slug}.lock")
@@ -149,6 +151,7 @@ class Templates:
     def ensure(self) -> Template:
         """The current template: reused when whole and of the current key, else made (and the stale
         ones of this slug removed)."""
+        self.leftovers.retry()
         key = self.key()
         directory = self.work_dir / f"template-{self.image.slug}-{key[:16]}"
         with self.lock():
@@ -229,10 +232,7 @@ class Templates:
             # with the RAM in its file, the state holds the devices only
             qemu.save_state(dom, state, ignore_shared=ram is not None, timeout=300)
         finally:
-            try:
-                guest.remove()
-            except HypervisorError as exc:
-                log.warning("could not remove template VM %s: %s", guest.name, exc)
+            self.leftovers.remove(guest, "template VM")
             qemu.remove_log(self.host, guest.name)
         for path in (disk, state, ram):
             if path is not None:    # on disk before template.json says the template is whole
