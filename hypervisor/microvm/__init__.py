@@ -39,11 +39,11 @@ looks at kind ``server``).
 
 from .errors import PoolBroken, PoolClosed, PoolTimeout, SandboxError, TemplateFailed
 from .image import GUEST_WORKDIR, KIND, SandboxImage
-from .purge import purge
+from .purge import purge, purge_workspaces
 from .run import INLINE_FILES, MAX_OUTPUT_CAP, RunResult
 from .runport import RUN_CHANNEL
 from .sandbox import WarmPool
 
-__all__ = ["SandboxImage", "RunResult", "WarmPool", "purge", "SandboxError", "PoolClosed", "PoolTimeout",
+__all__ = ["SandboxImage", "RunResult", "WarmPool", "purge", "purge_workspaces", "SandboxError", "PoolClosed", "PoolTimeout",
            "PoolBroken", "TemplateFailed", "GUEST_WORKDIR", "MAX_OUTPUT_CAP", "KIND", "INLINE_FILES",
            "RUN_CHANNEL"]
