@@ -51,15 +51,17 @@ def vm():
     host = hv.Host(INSTALLATION, Connection("qemu:///system"))
     purge(host, WORK)
     pool = WarmPool(host, image, WORK, size=1)
-    pool.start()
-    assert pool.wait_ready(900), pool.stats()
-    assert "oh-guest" in pool._template.running, "the template started oh-guest"
-    clone = pool._acquire(None, None, time.monotonic())
+    clone = None
     try:
+        pool.start()
+        assert pool.wait_ready(900), pool.stats()
+        assert "oh-guest" in pool._template.running, "the template started oh-guest"
+        clone = pool._acquire(None, None, time.monotonic())
         clone.guest.resume()
         yield clone
     finally:
-        pool._retire(clone, wait=True)
+        if clone is not None:
+            pool._retire(clone, wait=True)
         pool.close()
         purge(host, WORK)
         host.connection.close()
