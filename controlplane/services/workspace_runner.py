@@ -18,6 +18,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from hypervisor.errors import HypervisorError
+
 from ..jobs import JobQueue
 from ..models import Image, Project, Workspace, utcnow
 from .paging import aware
@@ -283,6 +285,13 @@ class WorkspaceRunner:
                         JobQueue.enqueue(s, "workspace", workspace_id, {"action": pending})
                 continue
             vm = vms.state(workspace_id) if workspace_id in known else "missing"
+            if state == RUNNING and vm == "running":
+                # hold the VM's run port (after an agent restart nobody does, and oh-run then polls
+                # for a host every 5 ms); a no-op while the port is held
+                try:
+                    vms.attach(workspace_id)
+                except HypervisorError as exc:
+                    log.warning("workspace %s: could not attach to its run port: %s", workspace_id, exc)
             fix = None
             if state == RUNNING and vm != "running":
                 fix = dict(state=STOPPED, stopped_at=utcnow()) if vm == "stopped" else dict(
