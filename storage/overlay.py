@@ -74,6 +74,26 @@ def create(path: Path, backing: Path, *, backing_format: str = "raw", size: int 
     return path
 
 
+def copy(source: Path, path: Path) -> Path:
+    """A private copy of the (small) qcow2 ``source`` at ``path``, 0600, same backing chain below it:
+    what lets a long-lived VM outlive the frozen overlay it was cloned from. Sparse regions stay
+    sparse. An existing ``path`` is an error."""
+    source, path = Path(source).absolute(), Path(path).absolute()
+    if path.exists():
+        raise OverlayError(operation="copy to", path=path, reason="already exists")
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    try:
+        done = subprocess.run(["cp", "--sparse=always", "--no-preserve=all", str(source), str(path)],
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise OverlayError(operation="copy to", path=path, reason=done.stderr.strip()[-300:])
+        os.chmod(path, 0o600)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def info(path: Path) -> dict:
     """``qemu-img info --output=json`` of one file (not the chain). Opens the file read-only with
     ``-U`` (no lock), so it also works on an overlay a VM is using."""

@@ -58,7 +58,8 @@ def counter(api, ws) -> int:
 def site(tmp_path_factory):
     # A contract "minute" of 3 s: inactivity_timeout 10 is 30 s idle (file calls are activity).
     inst, drop = new_installation(tmp_path_factory.mktemp("wsvm"), "sqlite", OPENHOSTING_WORKSPACE_SLOTS="2",
-                                  OPENHOSTING_WORKSPACE_TIMER_INTERVAL="1", OPENHOSTING_WORKSPACE_MINUTE="3")
+                                  OPENHOSTING_WORKSPACE_TIMER_INTERVAL="1", OPENHOSTING_WORKSPACE_MINUTE="3",
+                                  OPENHOSTING_SANDBOX_POOL_SIZE="1")
     inst.start(("image", "build", "base"))
     yield inst
     inst.stop()
@@ -75,7 +76,8 @@ def test_life_cycle_files_stop_resume(site, tmp_path):
                            {"files": ("f.tar.gz", targz({"workspace/extra.txt": b"extra"}))})
     assert r.status == 201, r.text
     ws = r.json()["workspace"]["id"]
-    body = wait_state(api, ws, (2, 5))
+    # The installation's first workspace waits for its image's template to boot (minutes under TCG).
+    body = wait_state(api, ws, (2, 5), timeout=1200)
     assert body["state"] == {"code": 2, "name": "running", "error_reason": None}, body
     assert body["workspace_init_failed"] is False
     assert body["permissions"] == {"enter": True, "remove": True, "stop": True}

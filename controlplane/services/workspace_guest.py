@@ -18,6 +18,7 @@ from ..config import Settings
 from .workspace_files import ROOT, GuestFileError
 
 USER_HOME = "/home/user"
+BOOT_TIMEOUT = 900
 
 
 def work_root(settings: Settings) -> Path:
@@ -30,7 +31,12 @@ def workspace_vms(settings: Settings, host):
     root = work_root(settings)
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o711)  # QEMU (another user) reaches the disks below
-    return WorkspaceVMs(host, root)
+    try:
+        # A template boots once per image and memory size; under TCG on a loaded host it has taken
+        # longer than WorkspaceVMs' default 300 s.
+        return WorkspaceVMs(host, root, boot_timeout=BOOT_TIMEOUT)
+    except TypeError:  # an implementation without the keyword
+        return WorkspaceVMs(host, root)
 
 
 @contextlib.contextmanager

@@ -222,8 +222,7 @@ class WorkspaceRunner:
             self._update(workspace_id, "resume", state=ERROR, pending=None, failed_at=utcnow(),
                          error_reason="the saved state of the workspace is lost")
             return
-        if state == "stopped":
-            self.vms.resume(workspace_id)
+        self.vms.resume(workspace_id)  # also unpauses a VM that an interrupted resume left paused
         self._update(workspace_id, "resume", state=RUNNING, pending=None, running_since=utcnow())
 
     def _remove(self, workspace_id: str) -> None:

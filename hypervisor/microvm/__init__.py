@@ -27,9 +27,6 @@ Modules, one job each (docs/sandboxes.md has the measurements and the reasons):
 - `runport`: the host side of oh-run's protocol on ``org.openhosting.run``; `run`: one command in a
   running VM, by that port or the guest agent.
 - `purge`: cleanup of sandbox VMs after a crash; `workspace`: long-lived workspace VMs.
-- `guestd`: oh-guest (``guest/oh-guest.c``), the workspace guest program on ``org.openhosting.guest``:
-  its protocol, build and argv; `guest_channel` (`GuestChannel`) and `guest_ops` its host side;
-  `tarcheck` the host's check of a tar.gz before the guest extracts it.
 
 Ownership: every VM is a domain of this installation with an owner kind in its metadata:
 ``sandbox`` (templates, pooled clones, cold runs: `purge` removes them at agent start) or
@@ -39,11 +36,11 @@ looks at kind ``server``).
 
 from .errors import PoolBroken, PoolClosed, PoolTimeout, SandboxError, TemplateFailed
 from .image import GUEST_WORKDIR, KIND, SandboxImage
-from .purge import purge
+from .purge import purge, purge_workspaces
 from .run import INLINE_FILES, MAX_OUTPUT_CAP, RunResult
 from .runport import RUN_CHANNEL
 from .sandbox import WarmPool
 
-__all__ = ["SandboxImage", "RunResult", "WarmPool", "purge", "SandboxError", "PoolClosed", "PoolTimeout",
+__all__ = ["SandboxImage", "RunResult", "WarmPool", "purge", "purge_workspaces", "SandboxError", "PoolClosed", "PoolTimeout",
            "PoolBroken", "TemplateFailed", "GUEST_WORKDIR", "MAX_OUTPUT_CAP", "KIND", "INLINE_FILES",
            "RUN_CHANNEL"]

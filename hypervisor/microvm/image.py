@@ -12,6 +12,8 @@ from pathlib import Path
 
 #: The owner kind of sandbox VMs (template, pooled clones, cold runs) in their libvirt metadata.
 KIND = "sandbox"
+#: The owner kind of long-lived workspace VMs (`workspace`): never touched by the sandbox purge.
+WORKSPACE_KIND = "workspace"
 #: Where a run's files land in the guest, and where the pool keeps its own few files.
 GUEST_WORKDIR = "/sandbox"
 GUEST_CONTROL = "/run/oh"

@@ -180,3 +180,26 @@ class FileLock:
     def __exit__(self, *exc):
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
+
+
+class BothLocks:
+    """A thread lock, then a file lock (other processes): one object's calls, serialized."""
+
+    def __init__(self, lock, path: Path):
+        self.lock, self.path = lock, path
+
+    def __enter__(self):
+        self.lock.acquire()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = FileLock(self.path).__enter__()
+        except BaseException:
+            self.lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.file.__exit__(*exc)
+        finally:
+            self.lock.release()

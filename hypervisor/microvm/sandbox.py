@@ -19,7 +19,6 @@ import logging
 import threading
 import time
 import uuid as uuidlib
-from pathlib import Path
 
 from storage import overlay
 
