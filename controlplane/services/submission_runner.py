@@ -100,7 +100,10 @@ class SubmissionRunner:
             self.execute(submission_id)
         except Exception as exc:
             log.exception("submission %s failed inside the agent", submission_id)
-            self._finish(submission_id, sub.INTERNAL_ERROR, f"internal error in the agent ({type(exc).__name__})")
+            debug = DebugLog()
+            debug(f"the agent failed while running this submission: {type(exc).__name__}")
+            self._finish(submission_id, sub.INTERNAL_ERROR, f"internal error in the agent ({type(exc).__name__})",
+                         debug=debug)
         finally:
             self._free.release()
 
