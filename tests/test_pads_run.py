@@ -130,7 +130,7 @@ def test_run_refusals(site, api):
     assert languages["java"]["file"] == "Solution.java" and "python" not in languages
 
 
-@pytest.mark.parametrize("language", ["python3", "bash", "c", "java"])
+@pytest.mark.parametrize("language", ["python3", "bash", "c", "cpp", "java"])
 def test_example_program_prints_hello_world(warm_api, language):
     api = warm_api
     pad = api.pad(language=language)
