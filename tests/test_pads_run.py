@@ -96,7 +96,8 @@ def warm_api(warm, api):
 
 
 def run(api: PadApi, pad_id: str, **fields):
-    r = api.post(f"/api/pads/{pad_id}/run", {k: str(v) for k, v in fields.items()})
+    # the server answers within the run's timeout and a minute (then 503): the client waits longer
+    r = api.post(f"/api/pads/{pad_id}/run", {k: str(v) for k, v in fields.items()}, timeout=240)
     assert r.status == 200, r.text
     return r.json()
 
