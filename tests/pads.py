@@ -44,7 +44,7 @@ class PadApi:
         self.user = user
 
     def request(self, method: str, path: str, form: dict | None = None, json_body=None,
-                headers: dict | None = None, auth: bool = True) -> Response:
+                headers: dict | None = None, auth: bool = True, timeout: float = 120) -> Response:
         hdrs = dict(headers or {})
         if auth and self.user:
             hdrs.setdefault("Authorization", f'Token token="{self.user.key}"')
@@ -55,7 +55,7 @@ class PadApi:
         elif json_body is not None:
             body = json.dumps(json_body)
             hdrs["Content-Type"] = "application/json"
-        return self.api.request(method, path, body=body, headers=hdrs, auth=False)
+        return self.api.request(method, path, body=body, headers=hdrs, auth=False, timeout=timeout)
 
     def get(self, path: str, **kw) -> Response:
         return self.request("GET", path, **kw)

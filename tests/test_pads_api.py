@@ -383,3 +383,22 @@ def test_pagination_over_120_pads_both_directions_and_sort(installation):
     assert api.get("/api/pads?sort=updated_at").json()["pads"][0]["id"] == made[0]
     assert api.get("/api/pads?sort=updated_at,asc").json()["pads"][0]["id"] == made[1]
     assert api.get("/api/pads?sort=created_at,desc").json()["pads"][0]["id"] == made[-1]
+
+
+def test_public_url_links_and_session_expiry(fresh_installation):
+    inst = fresh_installation(OPENHOSTING_PUBLIC_URL="https://pads.example.com/", OPENHOSTING_SESSION_TTL="1")
+    user = make_user(inst, "Linked")
+    api = PadApi(inst, user)
+    pad = api.pad()
+    assert pad["url"] == f"https://pads.example.com/pads/{pad['id']}"
+    assert pad["events_url"] == f"https://pads.example.com/api/pads/{pad['id']}/events"
+    page = api.get("/api/pads?sort=updated_at,asc&page=2").json()
+    assert page["prev_page"] == "https://pads.example.com/api/pads?sort=updated_at,asc&page=1"
+    r = api.post("/api/auth/login", {"username": user.email, "password": user.secret})
+    assert r.status == 200 and "secure" not in r.headers["set-cookie"].lower()  # plain HTTP here
+    token = r.json()["token"]
+    import time
+
+    time.sleep(2)  # past the one-second session lifetime: an expiry, not a speed
+    error(api.get(f"/api/quota?token={token}", auth=False), 401, "invalid_api_key")
+    assert api.get("/api/quota").status == 200  # API keys do not expire

@@ -45,7 +45,9 @@ class Language:
 
 
 HELLO_C = '#include <stdio.h>\n\nint main(void) {\n    printf("Hello, World!\\n");\n    return 0;\n}\n'
-HELLO_CPP = '#include <iostream>\n\nint main() {\n    std::cout << "Hello, World!" << std::endl;\n    return 0;\n}\n'
+# <cstdio>, not <iostream>: g++ parses iostream for minutes under TCG on a loaded host (a test run
+# timed out at 120 s), and the example is what every new C++ pad compiles first.
+HELLO_CPP = '#include <cstdio>\n\nint main() {\n    std::printf("Hello, World!\\n");\n    return 0;\n}\n'
 HELLO_JAVA = ('public class Solution {\n    public static void main(String[] args) {\n'
               '        System.out.println("Hello, World!");\n    }\n}\n')
 HELLO_GO = 'package main\n\nimport "fmt"\n\nfunc main() {\n\tfmt.Println("Hello, World!")\n}\n'

@@ -36,7 +36,7 @@ def only_true(value: Any) -> bool:
 def integer(value: Any, field: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,18}\s*", value):
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,100}\s*", value):
         return int(value)
     raise Usage("{field} must be a whole number", field=field)
 
@@ -100,6 +100,11 @@ def sort(value: Any, default: str = "created_at,desc") -> tuple[str, bool, str |
     if field.strip() not in SORT_FIELDS or order not in ("asc", "desc"):
         raise Usage("invalid sort")
     return field.strip(), order == "asc", f"{field.strip()},{order}"
+
+
+def offset(number: int) -> int:
+    """Rows before page `number`, capped so that a huge page is an empty page, not an overflow."""
+    return min((number - 1) * PAGE_SIZE, 2**62)
 
 
 def page(value: Any) -> int:

@@ -23,7 +23,7 @@ from . import languages, pad_render
 from .accounts import Accounts, hash_secret
 from .pad_accounts import Caller, valid_email
 from .pad_errors import Conflict, OverQuota
-from .pad_params import PAGE_SIZE, boolean, integer, only_true, text
+from .pad_params import PAGE_SIZE, offset, boolean, integer, only_true, text
 from .questions import Questions
 
 ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
@@ -106,7 +106,7 @@ class Pads:
             total = s.scalar(select(func.count()).select_from(query.subquery()))
             column = getattr(Pad, sort_field)
             order = (column.asc(), Pad.id.asc()) if ascending else (column.desc(), Pad.id.desc())
-            rows = s.scalars(query.order_by(*order).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE))
+            rows = s.scalars(query.order_by(*order).offset(offset(page)).limit(PAGE_SIZE))
             return [pad_render.pad(s, row, base) for row in rows], total
 
     def events(self, caller: Caller, public_id: str, ascending: bool, page: int) -> tuple[list[dict], int]:
@@ -116,7 +116,7 @@ class Pads:
             total = s.scalar(select(func.count()).select_from(query.subquery()))
             order = ((PadEvent.created_at.asc(), PadEvent.id.asc()) if ascending
                      else (PadEvent.created_at.desc(), PadEvent.id.desc()))
-            rows = s.scalars(query.order_by(*order).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE))
+            rows = s.scalars(query.order_by(*order).offset(offset(page)).limit(PAGE_SIZE))
             return [pad_render.event(e) for e in rows], total
 
     def environment(self, caller: Caller, env_id: str) -> dict:

@@ -10,7 +10,7 @@ from ..errors import Forbidden, NotFound, Usage
 from ..models import Question, User, utcnow
 from . import languages, pad_render
 from .pad_accounts import Caller
-from .pad_params import PAGE_SIZE, boolean, text
+from .pad_params import PAGE_SIZE, offset, boolean, text
 
 FIELDS = ("description", "contents", "solution", "candidate_description")
 
@@ -30,7 +30,7 @@ class Questions:
     def load(self, s, caller: Caller, question_id, write: bool = False) -> Question:
         key = question_id if isinstance(question_id, int) else (
             int(question_id) if str(question_id).isdigit() and len(str(question_id)) < 12 else None)
-        row = s.get(Question, key) if key is not None and key > 0 else None
+        row = s.get(Question, key) if key is not None and 0 < key < 2**62 else None
         if row is None or not self.visible(s, caller, row):
             raise NotFound(what="question")
         if write and row.owner != caller.uuid and not caller.org_owner:
@@ -56,7 +56,7 @@ class Questions:
             total = s.scalar(select(func.count()).select_from(query.subquery()))
             column = getattr(Question, sort_field)
             order = (column.asc(), Question.id.asc()) if ascending else (column.desc(), Question.id.desc())
-            rows = s.scalars(query.order_by(*order).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE))
+            rows = s.scalars(query.order_by(*order).offset(offset(page)).limit(PAGE_SIZE))
             return [pad_render.question(s, row) for row in rows], total
 
     def _apply(self, row: Question, params: dict, creating: bool) -> None:
