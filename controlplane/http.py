@@ -5,7 +5,6 @@ from __future__ import annotations
 import falcon
 
 from . import formats
-from .bodies import read_bytes as read_body, read_fields  # noqa: F401  (old names, for branches in flight)
 
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"

@@ -19,7 +19,7 @@ from sqlalchemy import func, select, text
 from ..config import Settings
 from ..db import Database
 from ..jobs import JobQueue
-from ..models import Image, Project, Workspace, utcnow
+from ..models import Image, Workspace, utcnow
 from . import paging, projectconfig
 from .containers_errors import ContainersError, invalid, no_slots, project_not_found, workspace_not_found
 from .projects import Projects, _int

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from . import tarcheck
-from .guestd import DATA, END, EOF, ERROR, MAX_PAYLOAD, OK, RESIZE, STDERR, GuestTimeout, error_from, parse_records
+from .guestd import DATA, END, EOF, ERROR, MAX_PAYLOAD, RESIZE, STDERR, GuestTimeout, error_from, parse_records
 
 CHUNK = MAX_PAYLOAD
 
