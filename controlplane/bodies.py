@@ -81,8 +81,9 @@ def read_form(req: falcon.Request, limit: int) -> Form:
     if kind == "multipart/form-data":
         return _read_multipart(req, limit)
     if kind == "application/x-www-form-urlencoded":
-        text = formats.check_text(read_bytes(req, limit).decode("utf-8", errors="replace"))
-        return Form(dict(parse_qsl(text, keep_blank_values=True)), kind="urlencoded")
+        pairs = parse_qsl(read_bytes(req, limit).decode("utf-8", errors="replace"), keep_blank_values=True)
+        # checked after decoding: `%00` becomes a NUL only here
+        return Form({formats.check_text(k): formats.check_text(v) for k, v in pairs}, kind="urlencoded")
     if kind == "application/json":
         raw = read_bytes(req, limit)
         body = formats.load_json(raw) if raw.strip() else {}

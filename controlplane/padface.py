@@ -129,7 +129,9 @@ def read_params(req: falcon.Request, limit: int) -> dict:
 
             raw = bodies.read_bytes(req, limit)
             try:
-                fields = dict(parse_qsl(formats.check_text(raw.decode("utf-8")), keep_blank_values=True))
+                pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
+                # checked after decoding: `%00` becomes a NUL only here
+                fields = {formats.check_text(k): formats.check_text(v) for k, v in pairs}
             except UnicodeDecodeError:
                 raise Usage("body is not UTF-8 text") from None
         else:
