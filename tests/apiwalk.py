@@ -3,6 +3,8 @@ tenant isolation to every route (tests/test_openapi.py, tests/test_tenancy.py)."
 
 from __future__ import annotations
 
+import re
+
 import falcon
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -17,7 +19,8 @@ def served_routes(app: falcon.App) -> dict[str, set[str]]:
         for node in nodes:
             if node.resource is not None:
                 methods = {m for m in METHODS if callable(getattr(node.resource, f"on_{m.lower()}", None))}
-                out[node.uri_template] = methods
+                # OpenAPI names a parameter without Falcon's converter: {path:path} is {path}
+                out[re.sub(r"\{(\w+):[^}]*\}", r"{\1}", node.uri_template)] = methods
             walk(node.children)
 
     walk(app._router._roots)

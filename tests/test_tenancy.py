@@ -22,6 +22,8 @@ import uuid
 import pytest
 
 from .apiwalk import build_app, served_routes
+from .containers import make_project, targz
+from .containers import multipart as named_multipart
 from .conftest import BACKENDS, new_installation
 from .test_sandboxes_api import multipart
 
@@ -36,9 +38,14 @@ IDS = {
     "pad_id": ("pad", lambda: "".join(secrets.choice("23456789ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(8))),
     "env_id": ("pad_environment", lambda: str(10**9 + secrets.randbelow(10**6))),
     "question_id": ("question", lambda: str(10**9 + secrets.randbelow(10**6))),
+    "project_id": ("project", lambda: secrets.token_hex(16)),
+    "workspace_id": ("workspace", lambda: secrets.token_hex(16)),
+    "submission_id": ("submission", lambda: str(10**9 + secrets.randbelow(10**6))),
 }
 # Path parameters that are values, not objects.
-VALUES = {"offset": "0", "size": "4096", "mode": "gzip", "kind": "vlan"}  # with {name}: the resource's own kind
+VALUES = {"offset": "0", "size": "4096", "mode": "gzip", "kind": "vlan",  # with {name}: the resource's own kind
+          "stream": "workspace_init_output", "path": "Y2FsYy5weQ"}  # a stream of both; Base64 of calc.py
+V1 = "/api/v1/"  # the workspaces face: bearer tokens, its own "not found" (404 with an error_code)
 PATTERN = b"owner's bytes\n" * 300
 
 
@@ -55,7 +62,31 @@ def site(request, tmp_path_factory):
     drop()
 
 
-def make_objects(api) -> dict:
+def tokens(site, user) -> str:
+    out = site.admin("token", "create", "--user", user.uuid).stdout.split()
+    return out[out.index("token") + 1]
+
+
+class Caller:
+    """One user's HTTP client: Basic for every face, its bearer token on the workspaces face."""
+
+    def __init__(self, site, user):
+        self.api, self.token = site.client(user), tokens(site, user)
+
+    def request(self, method: str, path: str, body=None, headers=None):
+        if path.startswith(V1):
+            hdrs = {**(headers or {}), "Authorization": f"Bearer {self.token}"}
+            return self.api.request(method, path, body, headers=hdrs, auth=False)
+        return self.api.request(method, path, body, headers=headers)
+
+    def get(self, path: str, **kw):
+        return self.request("GET", path, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.api, name)
+
+
+def make_objects(site, api, tmp) -> dict:
     """One object of every kind a path can name, owned by `api`'s user."""
     drive = api.create_drive(1 << 20, name="mine")
     assert api.post(f"/drives/{drive}/write", PATTERN).status == 204
@@ -70,7 +101,14 @@ def make_objects(api) -> dict:
     pad = api.post("/api/pads", "title=mine&language=python3", headers=form)
     question = api.post("/api/questions", "title=mine&language=python3", headers=form)
     assert pad.status == 200 and question.status == 200, (pad.text, question.text)
-    return {"drive": drive, "source": api.create_drive(1 << 20, name="source"), "server": server.kv()["server"],
+    project = make_project(site, tmp, user=api.user.uuid, files={"calc.py": b"print('mine')\n"})
+    workspace = api.request("POST", V1 + "workspaces", f"project_id={project}", headers=form)
+    assert workspace.status == 201, workspace.text
+    body, ctype = named_multipart({"project_id": project}, {"source": ("s.tar.gz", targz({"workspace/a.py": b"1"}))})
+    submission = api.request("POST", V1 + "submissions", body, headers={"Content-Type": ctype})
+    assert submission.status == 201, submission.text
+    return {"project": project, "workspace": workspace.json()["workspace"]["id"],
+            "submission": str(submission.json()["id"]),"drive": drive, "source": api.create_drive(1 << 20, name="source"), "server": server.kv()["server"],
             "resources": [("ip", ip.kv()["resource"]), ("vlan", vlan.kv()["resource"])], "sandbox": sandbox.json(),
             "pad": pad.json()["id"], "pad_environment": str(pad.json()["active_environment_id"]),
             "question": str(question.json()["id"])}
@@ -79,7 +117,8 @@ def make_objects(api) -> dict:
 def ids_of(objs: dict) -> list[str]:
     """Ids that cannot occur by chance in an answer (pad environments and questions are small integers:
     their leaks show in the 404 comparison instead)."""
-    return [objs["drive"], objs["source"], objs["server"], objs["sandbox"], objs["pad"]] + \
+    return [objs["drive"], objs["source"], objs["server"], objs["sandbox"], objs["pad"], objs["project"],
+            objs["workspace"]] + \
         [r for _, r in objs["resources"]]
 
 
@@ -103,6 +142,10 @@ def view(api, objs: dict) -> dict:
     out["pad_environment"] = info(f"/api/pad_environments/{objs['pad_environment']}")
     out["question"] = info(f"/api/questions/{objs['question']}")
     out["pad_lists"] = [api.get(p).text for p in ("/api/pads", "/api/questions")]
+    out["project"] = info(f"{V1}projects/{objs['project']}")
+    out["workspace"] = info(f"{V1}workspaces/{objs['workspace']}")
+    out["submission"] = info(f"{V1}submissions/{objs['submission']}")
+    out["v1_lists"] = [api.get(V1 + p).text for p in ("projects", "workspaces", "submissions")]
     return out
 
 
@@ -140,15 +183,22 @@ def never_existed(template: str, values: dict[str, str]) -> dict[str, str]:
     return fresh
 
 
+def not_found(path: str, r) -> bool:
+    """The face's own "not found": the cloud vocabulary's `missing`, or the workspaces face's codes."""
+    if path.startswith(V1):
+        return r.status == 404 and r.json().get("error_code") in (1001, 200201)
+    return r.status == 404 and r.error == "missing"
+
+
 def request(api, method: str, path: str):
     if method in ("POST", "PUT", "PATCH"):
         return api.request(method, path, b"name intruder\n", headers={"Content-Type": "application/octet-stream"})
     return api.request(method, path)
 
 
-def test_another_users_ids_answer_not_found_on_every_route(site):
-    owner, intruder = site.client(site.create_user("owner")), site.client(site.create_user("intruder"))
-    mine, theirs = make_objects(owner), make_objects(intruder)
+def test_another_users_ids_answer_not_found_on_every_route(site, tmp_path):
+    owner, intruder = Caller(site, site.create_user("owner")), Caller(site, site.create_user("intruder"))
+    mine, theirs = make_objects(site, owner, tmp_path), make_objects(site, intruder, tmp_path)
     secret_ids = ids_of(mine)
     routes = served_routes(build_app(site.env))
     before = view(owner, mine)
@@ -167,13 +217,14 @@ def test_another_users_ids_answer_not_found_on_every_route(site):
                 assert not leaked, f"{method} {path} shows the owner's {leaked}: {r.status} {r.text[:200]}"
                 if not with_ids:
                     continue
-                assert r.status == 404 and r.error == "missing", f"{method} {path}: {r.status} {r.text[:200]}"
+                assert not_found(path, r), f"{method} {path}: {r.status} {r.text[:200]}"
                 fresh = never_existed(template, values)
                 unknown = request(intruder, method, template.format(**fresh))
                 assert (unknown.status, unknown.error) == (r.status, r.error), f"{method} {path}"
                 masked = r.text
                 for name, value in values.items():
-                    masked = masked.replace(value, fresh[name])
+                    if len(value) >= 8:  # a small integer id would also match digits of the body
+                        masked = masked.replace(value, fresh[name])
                 assert masked == unknown.text, f"{method} {path}: {r.text!r} vs {unknown.text!r}"
             assert view(owner, mine) == before, f"{method} {template} changed the owner's objects"
     print(f"\ntenancy: {len(routes)} routes, {walked} intruder requests")

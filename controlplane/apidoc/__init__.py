@@ -29,6 +29,11 @@ INFO = {
 }
 
 
+HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
+LINE_TOO_LONG = {"description": "request line longer than the server takes (4094 bytes; refused by gunicorn "
+                                "before the application, as an HTML page)"}
+
+
 @lru_cache(maxsize=4)
 def _build(public_faces: frozenset[str]) -> dict:
     paths: dict = {}
@@ -41,6 +46,10 @@ def _build(public_faces: frozenset[str]) -> dict:
         schemas.update(face.SCHEMAS)
         tags.append({"name": face.TAG, "description": (face.__doc__ or "").strip().splitlines()[0]})
     for path, item in paths.items():
+        for method, op in item.items():
+            if method in HTTP_METHODS:
+                # gunicorn refuses a request line past its limit before the app sees it (text/html)
+                op.setdefault("responses", {}).setdefault("414", LINE_TOO_LONG)
         if path in public_faces:
             for op in item.values():
                 op["security"] = []

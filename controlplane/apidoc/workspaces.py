@@ -127,12 +127,12 @@ def paths() -> dict:
             params=[WS], body={"required": True, "content": {"multipart/form-data": {"schema": {
                 "type": "object", "required": ["filedata", "filepath"],
                 "properties": {"filedata": {"type": "string", "format": "binary"}, "filepath": TEXT}}}}})},
-        "/api/v1/workspaces/{workspace_id}/files/{path:path}": {"get": _op(
+        "/api/v1/workspaces/{workspace_id}/files/{path}": {"get": _op(
             "workspace_download", "Download one file (path in Base64)", 200, raw, (400, 404, 413, 500),
             params=[WS, path_param("path", B64, "the file's path, Base64")])},
         "/api/v1/workspaces/{workspace_id}/list_files": {"get": _op(
             "workspace_list_root", "List the workspace directory", 200, listing, (400, 404, 500), params=[WS])},
-        "/api/v1/workspaces/{workspace_id}/list_files/{path:path}": {"get": _op(
+        "/api/v1/workspaces/{workspace_id}/list_files/{path}": {"get": _op(
             "workspace_list_files", "List one directory (path in Base64)", 200, listing, (400, 404, 500),
             params=[WS, path_param("path", B64, "the directory's path, Base64")])},
         "/api/v1/workspaces/{workspace_id}/{stream}": {"get": _op(
