@@ -51,12 +51,12 @@ def on_a_terminal(inst, args: list[str], answer: str) -> tuple[int, str, str]:
 
 
 def leave_sandbox_leftovers(inst) -> None:
-    """What an agent killed with a warm pool leaves behind (hypervisor/sandbox.py's layout): a
+    """What an agent killed with a warm pool leaves behind (hypervisor/microvm's layout): a
     template (disk, saved state) and a clone VM (kind sandbox, paused: no CPU spent) on an overlay."""
     from hypervisor import defaults
     from hypervisor.connection import Connection
     from hypervisor.host import Host
-    from hypervisor.sandbox import KIND
+    from hypervisor.microvm.image import KIND
     from storage import overlay
 
     root = inst.state_dir / "sandbox-vms" / "base"

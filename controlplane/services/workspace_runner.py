@@ -146,10 +146,8 @@ class WorkspaceRunner:
                 log.exception("workspace %s: removing the failed VM", workspace_id)
 
     def _image(self, slug: str):
-        try:
-            from hypervisor.microvm.image import SandboxImage
-        except ImportError:  # before the microvm split
-            from hypervisor.sandbox import SandboxImage
+        from hypervisor.microvm.image import SandboxImage
+
         with self.db.read_session() as s:
             image = s.get(Image, slug)
             if image is None:
