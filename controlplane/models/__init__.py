@@ -11,7 +11,8 @@ from .workspaces import Project, Workspace
 from .submissions import Submission
 from .orgs import LoginFailure, Organization
 from .pads import Pad, PadEnvironment, PadEvent, PadQuestion, Question
+from .consoles import PadSnapshot, PadUpdate, SshKey, Ticket
 
 __all__ = ["Base", "utcnow", "User", "Drive", "Job", "Server", "DriveClaim", "Resource", "Image", "Sandbox",
            "Token", "Project", "Workspace", "Submission", "Organization", "LoginFailure", "Pad", "PadEnvironment",
-           "PadEvent", "PadQuestion", "Question"]
+           "PadEvent", "PadQuestion", "Question", "Ticket", "SshKey", "PadUpdate", "PadSnapshot"]
