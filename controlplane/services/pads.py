@@ -22,6 +22,7 @@ from ..models import Organization, Pad, PadEnvironment, PadEvent, PadQuestion, U
 from . import languages, pad_render
 from .accounts import Accounts, hash_secret
 from .pad_accounts import Caller, valid_email
+from .pad_docs import PadDocs
 from .pad_errors import Conflict, OverQuota
 from .pad_params import PAGE_SIZE, offset, boolean, integer, only_true, text
 from .questions import Questions
@@ -52,6 +53,7 @@ class Pads:
         self.settings = settings
         self.accounts = accounts
         self.questions = questions
+        self.docs = PadDocs(db)
 
     # ---- visibility ------------------------------------------------------------------------------
 
@@ -118,6 +120,15 @@ class Pads:
                      else (PadEvent.created_at.desc(), PadEvent.id.desc()))
             rows = s.scalars(query.order_by(*order).offset(offset(page)).limit(PAGE_SIZE))
             return [pad_render.event(e) for e in rows], total
+
+    def history(self, caller: Caller, public_id: str, after: int = 0) -> dict:
+        """The pad's edit history (updates with their text changes) and its events, for playback."""
+        with self.db.read_session() as s:
+            row = self.load(s, caller, public_id)
+            pad_id = row.id
+            events = [pad_render.event(e) for e in s.scalars(select(PadEvent).where(PadEvent.pad_id == row.id)
+                                                              .order_by(PadEvent.created_at, PadEvent.id))]
+        return {"pad_public_id": public_id.upper(), **self.docs.history(pad_id, after), "events": events}
 
     def environment(self, caller: Caller, env_id: str) -> dict:
         with self.db.read_session() as s:
@@ -236,7 +247,17 @@ class Pads:
         return env
 
     def update(self, caller: Caller, public_id: str, params: dict, base: str) -> dict | None:
-        """The updated pad, or None when it was deleted."""
+        """The updated pad, or None when it was deleted. A change of the code (contents, language,
+        question) becomes an update of the pad's document, which open pad pages receive."""
+        out = self._update(caller, public_id, params, base)
+        if out is not None and any(k in params for k in ("language", "contents", "question_id")):
+            with self.db.read_session() as s:
+                row = s.scalar(select(Pad).where(Pad.public_id == out["id"]))
+                pad_id, text_now = row.id, s.get(PadEnvironment, row.active_environment_id).contents
+            self.docs.set_text(pad_id, text_now, caller.display_name)
+        return out
+
+    def _update(self, caller: Caller, public_id: str, params: dict, base: str) -> dict | None:
         with self.db.session() as s:
             row = self.load(s, caller, public_id, write=True)
             if only_true(params.get("deleted")):
