@@ -7,7 +7,6 @@ import asyncio
 import http.client
 import json
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -18,7 +17,7 @@ from controlplane.padroom.room import (CONTROL, awareness_payload, control, fram
                                        read_var_uint, sync_frame)
 from controlplane.services.pad_docs import TEXT
 
-from .support import Installation, free_port
+from .support import ADMIN, Installation, free_port
 
 
 @dataclass
@@ -30,18 +29,19 @@ class RoomProcess:
     def start(self) -> "RoomProcess":
         self.port = self.port or free_port()
         log = open(self.inst.state_dir / "padroom.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "controlplane.padroom", "--bind",
-                                      f"127.0.0.1:{self.port}", "--poll", "0.2"],
-                                     env=self.inst.env, stdout=log, stderr=log, start_new_session=True)
+        env = {**self.inst.env, "OPENHOSTING_CONSOLE_BIND": f"127.0.0.1:{self.port}", "OPENHOSTING_PAD_ROOM_POLL": "0.2"}
+        env.pop("OPENHOSTING_CONSOLE_URL", None)
+        self.proc = subprocess.Popen([ADMIN, "console-proxy", "--bind", f"127.0.0.1:{self.port}"],
+                                     env=env, stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError((self.inst.state_dir / "padroom.log").read_text()[-2000:])
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/pad-assets/pad.css")
-                conn.getresponse().read()
-                return self
+                conn.request("GET", "/health")
+                if conn.getresponse().status == 200:
+                    return self
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("pad room process did not start")
@@ -67,6 +67,15 @@ class RoomProcess:
             return resp.status, json.loads(raw)
         except ValueError:
             return resp.status, raw
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def socket(self, pad: str, ticket: str, origin: str | None = None):
+        """A WebSocket to the pad's room, as the page opens it (ticket as a subprotocol, our Origin)."""
+        return await websockets.connect(f"ws://127.0.0.1:{self.port}/rooms/{pad}", max_size=None,
+                                        subprotocols=[f"ticket.{ticket}", "y"], origin=origin or self.origin)
 
     def ticket(self, pad: str, name: str = "", cookie: str | None = None, invisible: bool = False) -> str:
         status, body = self.request("POST", f"/pads/{pad}/ticket", {"name": name, "invisible": invisible}, cookie)
@@ -96,8 +105,7 @@ class YClient:
 
     async def connect(self, invisible: bool = False) -> "YClient":
         ticket = await asyncio.to_thread(self.room.ticket, self.pad, self.name, self.cookie, invisible)
-        self.ws = await websockets.connect(f"ws://127.0.0.1:{self.room.port}/pads/{self.pad}/ws?ticket={ticket}",
-                                           max_size=None)
+        self.ws = await self.room.socket(self.pad, ticket)
         if not hasattr(self, "_sub"):
             self._sub = self.doc.observe(self._local)
         self.synced = asyncio.Event()

@@ -65,12 +65,10 @@ class PadAccess:
         ticket, _ = self.tickets.issue(TicketKind.PAD, target, None, name)
         return {"ticket": ticket, "name": name, "guest": True}
 
-    def claim(self, public_id: str, ticket: str) -> tuple[int, str, Person] | None:
-        """(pad id, public id, the person) for a valid ticket of this pad, else None."""
-        key = valid_public_id(public_id)
-        claim = self.tickets.claim(TicketKind.PAD, ticket, key) if key else None
-        if claim is None:
-            return None
+    def person_for(self, claim) -> tuple[int, str, Person] | None:
+        """(pad id, public id, the person) for a claimed pad ticket, else None (the pad is gone, or
+        it became private for a guest, or invisible to the user)."""
+        key = claim.target
         with self.db.read_session() as s:
             row = s.scalar(select(Pad).where(Pad.public_id == key))
             if row is None or row.deleted_at is not None:

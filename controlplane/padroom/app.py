@@ -5,12 +5,14 @@ tickets and the rooms' WebSockets.
     GET  /pads/<ID>/playback     the replay (HTML)
     GET  /pads/<ID>/history      the edit history as JSON (signed-in users who see the pad)
     POST /pads/<ID>/ticket       {"name": "...", "invisible": false} -> {"ticket", "name", "guest"}
-    WS   /pads/<ID>/ws?ticket=…  the room (y-websocket protocol + our JSON control messages)
+    WS   /rooms/<ID>             the room (y-websocket protocol + our JSON control messages); the
+                                 one-time ticket comes as the subprotocol `ticket.<t>` (proxy/gate.py)
     GET  /pad-assets/<file>      the bundled scripts (built at set-up) and the page's CSS
 
-`ROUTES` lists them for a process that mounts several browser faces. Requests carrying an Origin of
-another site are refused (403 / WebSocket close 4403), so another site cannot open a room with the
-visitor's cookie. One room per pad lives here while anyone is in it.
+They are mounted in the console proxy by controlplane/proxy/pads.py. A ticket request carrying an
+Origin of another site is refused (403), and so is a WebSocket from another origin (the proxy's
+gate), so another site cannot open a room with the visitor's cookie. One room per pad lives in the
+process while anyone is in it (run the proxy with one worker, or route a pad to one worker).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ COOKIE = "session-access-key"
 PAGES = Path(__file__).with_name("pages")
 BODY_LIMIT = 16 * 1024
 QUEUE_LIMIT = 4096          # messages waiting for one slow browser before it is dropped
-PAD_PATH = re.compile(r"^/pads/([A-Za-z0-9]{1,16})(/playback|/history|/ticket|/ws)?/?$")
+PAD_PATH = re.compile(r"^/pads/([A-Za-z0-9]{1,16})(/playback|/history|/ticket)?/?$")
 ASSET_PATH = re.compile(r"^/pad-assets/([A-Za-z0-9_.-]{1,64})$")
 TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
          ".map": "application/json"}
@@ -53,26 +55,9 @@ class PadRoomApp:
         self.opening: dict[int, asyncio.Future] = {}
         self.assets = [bundle_dir(settings), PAGES]
 
-    # ---- ASGI ---------------------------------------------------------------------------------------
-
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "lifespan":
-            await self.lifespan(receive, send)
-        elif scope["type"] == "http":
-            await self.http(scope, receive, send)
-        elif scope["type"] == "websocket":
-            await self.websocket(scope, receive, send)
-
-    async def lifespan(self, receive, send):
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                for room in list(self.rooms.values()):
-                    await room.close()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        """As a Starlette route's ASGI app: the HTTP routes above."""
+        await self.http(scope, receive, send)
 
     # ---- HTTP ---------------------------------------------------------------------------------------
 
@@ -127,22 +112,10 @@ class PadRoomApp:
                                      extra={"Cache-Control": "no-cache"})
         await respond(send, 404, "text/plain", b"not found")
 
-    # ---- WebSocket ----------------------------------------------------------------------------------
+    # ---- WebSocket (admitted by the proxy's gate; see controlplane/proxy/pads.py) --------------------
 
-    async def websocket(self, scope, receive, send):
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        match = PAD_PATH.match(scope["path"])
-        first = await receive()
-        if first["type"] != "websocket.connect":
-            return
-        if not match or match.group(2) != "/ws" or foreign(headers):
-            return await send({"type": "websocket.close", "code": 4403})
-        ticket = parse_qs(scope.get("query_string", b"").decode()).get("ticket", [""])[0]
-        found = await asyncio.to_thread(self.access.claim, match.group(1), ticket)
-        if found is None:
-            return await send({"type": "websocket.close", "code": 4401})
-        pad_id, public_id, person = found
-        await send({"type": "websocket.accept"})
+    async def serve(self, pad_id: int, public_id: str, person: Person, receive, send) -> None:
+        """Hold one accepted WebSocket in the pad's room until it closes (ASGI messages)."""
         queue: asyncio.Queue = asyncio.Queue(QUEUE_LIMIT)
 
         async def enqueue(data: bytes) -> None:
@@ -243,21 +216,5 @@ async def reply(send, status: int, body: dict):
     await respond(send, status, "application/json; charset=utf-8", json.dumps(body).encode())
 
 
-def build(settings: Settings | None = None, poll: float = 0.5) -> PadRoomApp:
-    """The app with its own services (database, accounts, sandboxes for runs)."""
-    from .. import padwiring
-    from ..app import build_services
-    from ..services.tickets import Tickets
-    from .access import PadAccess
-
-    settings = settings or Settings.from_env()
-    services = build_services(settings)
-    return PadRoomApp(PadAccess(services.pads, Tickets(services.db)), settings, poll=poll)
-
-
-def get_app() -> PadRoomApp:
-    return build()
-
-
 ROUTES = [("GET", "/pads/{id}"), ("GET", "/pads/{id}/playback"), ("GET", "/pads/{id}/history"),
-          ("POST", "/pads/{id}/ticket"), ("WS", "/pads/{id}/ws"), ("GET", "/pad-assets/{file}")]
+          ("POST", "/pads/{id}/ticket"), ("WS", "/rooms/{id}"), ("GET", "/pad-assets/{file}")]

@@ -145,6 +145,7 @@ class Room:
     async def open(self) -> None:
         loaded = await asyncio.to_thread(self.services.docs.load, self.pad_id)
         self.doc, self.polled, self.last_snapshot = loaded.doc, loaded.seq, loaded.seq
+        self.dirty = True   # a process stopped before its write-through: the first poll makes up for it
         info = await asyncio.to_thread(self.services.info, self.pad_id)
         self.ended, self.execution = info["ended"], info["execution_enabled"]
         self.task = asyncio.create_task(self._poll_forever())
