@@ -10,6 +10,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+import pytest
 import websockets
 from pycrdt import Doc, Text
 
@@ -178,3 +179,30 @@ class YClient:
             await self.ws.close()
         if self.reader is not None:
             await asyncio.gather(self.reader, return_exceptions=True)
+
+
+@pytest.fixture(scope="module")
+def vm_site(tmp_path_factory):
+    """An installation with the python3 image (base) built, for runs from the pad page (SQLite)."""
+    from .conftest import new_installation
+
+    inst, drop = new_installation(tmp_path_factory.mktemp("padrun"), "sqlite", OPENHOSTING_SANDBOX_POOL_SIZE="1")
+    inst.start(("image", "build", "base"))
+    from .test_pads_run import warm_up
+
+    warm_up(inst, ["base"])   # the pool's template boots once (minutes under TCG): readiness, not timing
+    yield inst
+    inst.stop()
+    inst.purge_libvirt()
+    drop()
+
+
+def login(inst: Installation, name: str):
+    """(PadApi, session token) of a new pads user."""
+    from .pads import PadApi, make_user
+
+    user = make_user(inst, name)
+    api = PadApi(inst, user)
+    r = api.post("/api/auth/login", json_body={"username": user.email, "password": user.secret}, auth=False)
+    assert r.status == 200, r.text
+    return api, r.json()["token"]

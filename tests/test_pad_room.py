@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from .padroom import RoomProcess, YClient
+from .padroom import RoomProcess, YClient, login, vm_site  # noqa: F401  (fixture)
 from .pads import PadApi, make_user
 
 
@@ -36,7 +36,11 @@ def new_pad(api: PadApi, **fields) -> str:
 
 
 def run(coro):
-    return asyncio.run(coro)
+    """In a thread of its own: Playwright's sync API (the browser tests) keeps a loop in the main one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def test_typing_reaches_the_other_and_the_api(room, owner):
@@ -208,9 +212,10 @@ def test_bad_tickets_and_spectators(room, owner):
 
 
 @pytest.mark.vm
-def test_a_run_shows_its_output_to_everyone(room, owner):
-    api, cookie = owner
+def test_a_run_shows_its_output_to_everyone(vm_site):  # noqa: F811
+    api, cookie = login(vm_site, "Olga Owner")
     pad = new_pad(api, contents="print(input() * 2)\n")
+    room = RoomProcess(vm_site, port=int(vm_site.console_url.rsplit(":", 1)[1]))
 
     async def scenario():
         a = await YClient(room, pad, cookie=cookie).connect()
