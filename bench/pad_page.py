@@ -132,8 +132,8 @@ def browser_latency(inst, cookie: str, api, samples: int) -> list[float]:
     return out
 
 
-async def many_pads(room: RoomProcess, api, pads: int, seconds: float, rate: float) -> tuple[int, int]:
-    """(keystrokes typed, keystrokes missing at the end)."""
+async def many_pads(room: RoomProcess, api, pads: int, seconds: float, rate: float) -> tuple[int, int, float]:
+    """(keystrokes typed, keystrokes missing at the end, seconds until every editor had every key)."""
     ids = [new_pad(api) for _ in range(pads)]
     clients = []
     for pad in ids:
@@ -148,12 +148,15 @@ async def many_pads(room: RoomProcess, api, pads: int, seconds: float, rate: flo
             await c.type("y")
             typed += 1
         await asyncio.sleep(max(0.0, tick - (time.monotonic() - t0)))
-    await asyncio.sleep(2)
+    stopped = time.monotonic()
     per_pad = typed // pads
+    while time.monotonic() - stopped < 120 and any(len(c.text) < per_pad for c in clients):
+        await asyncio.sleep(0.1)
+    drain = time.monotonic() - stopped
     missing = sum(max(0, per_pad - len(c.text)) for c in clients)
     for c in clients:
         await c.close()
-    return typed, missing
+    return typed, missing, drain
 
 
 def history_bytes(inst) -> tuple[int, int]:
@@ -211,12 +214,12 @@ def main() -> None:
             finally:
                 sampler.cancel()
 
-        typed, missing = asyncio.run(run_many())
+        typed, missing, drain = asyncio.run(run_many())
         wall = time.monotonic() - t0
         cpu = cpu_seconds(pids) - cpu0
         count1, bytes1 = history_bytes(inst)
         print(f"{args.pads} pads x 2 editors, {args.rate:g} keys/s each, {args.seconds:g} s: {typed} keystrokes, "
-              f"{missing} missing at the end")
+              f"{missing} missing at the end; every editor had every keystroke {drain:.1f} s after the typing stopped")
         print(f"proxy RSS idle {idle_rss:.0f} MiB, peak {peak['rss']:.0f} MiB "
               f"({(peak['rss'] - idle_rss) * 1024 / max(1, args.pads):.0f} KiB per pad); "
               f"CPU {cpu:.1f} s in {wall:.1f} s ({100 * cpu / wall:.0f}% of one core)")

@@ -186,7 +186,10 @@ def vm_site(tmp_path_factory):
     """An installation with the python3 image (base) built, for runs from the pad page (SQLite)."""
     from .conftest import new_installation
 
-    inst, drop = new_installation(tmp_path_factory.mktemp("padrun"), "sqlite", OPENHOSTING_SANDBOX_POOL_SIZE="1")
+    port = free_port()   # the console URL set, so that the API's pad `url` is the page's address
+    inst, drop = new_installation(tmp_path_factory.mktemp("padrun"), "sqlite", OPENHOSTING_SANDBOX_POOL_SIZE="1",
+                                  OPENHOSTING_CONSOLE_BIND=f"127.0.0.1:{port}",
+                                  OPENHOSTING_CONSOLE_URL=f"http://127.0.0.1:{port}")
     inst.start(("image", "build", "base"))
     from .test_pads_run import warm_up
 

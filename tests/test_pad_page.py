@@ -37,11 +37,11 @@ def context(browser, installation, cookie: str | None = None):  # noqa: F811
     return ctx
 
 
-def open_pad(ctx, installation, pad: str, guest: str | None = None):
+def open_pad(ctx, installation, pad: str, guest: str | None = None, url: str | None = None):
     page = ctx.new_page()
     page.openhosting_log = []
     page.on("pageerror", lambda exc: page.openhosting_log.append(str(exc)))
-    page.goto(f"{installation.console_url}/pads/{pad}")
+    page.goto(url or f"{installation.console_url}/pads/{pad}")
     if guest:
         page.fill("#join-name", guest)
         page.click("#join-form button")
@@ -168,10 +168,12 @@ def test_a_run_from_one_page_shows_in_both(browser, vm_site):  # noqa: F811
     installation = vm_site
     api, cookie = login(vm_site, "Olga Owner")
     pad = new_pad(api, contents="print(input() * 2)\n")
+    url = api.get(f"/api/pads/{pad}").json()["url"]
+    assert url == f"{installation.console_url}/pads/{pad}"   # the API's link opens the page
     owner_ctx, guest_ctx = context(browser, installation, cookie), context(browser, installation)
     try:
-        a = open_pad(owner_ctx, installation, pad)
-        b = open_pad(guest_ctx, installation, pad, guest="Runner Guest")
+        a = open_pad(owner_ctx, installation, pad, url=url)
+        b = open_pad(guest_ctx, installation, pad, guest="Runner Guest", url=url)
         b.fill("#stdin", "ab")
         b.click("#run")
         for pg in (a, b):

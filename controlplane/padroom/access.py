@@ -93,7 +93,10 @@ class PadAccess:
     # ---- what rooms call ---------------------------------------------------------------------------
 
     def services(self) -> PadServices:
-        return PadServices(self.face.pads.docs, self.info, self.event, self.run, self.end, self.notes)
+        """One for all rooms of the process (they share its group commit)."""
+        if getattr(self, "_services", None) is None:
+            self._services = PadServices(self.face.pads.docs, self.info, self.event, self.run, self.end, self.notes)
+        return self._services
 
     def info(self, pad_id: int) -> dict:
         with self.db.read_session() as s:

@@ -111,12 +111,53 @@ class Person:
         return "owner" if self.owner else ("spectator" if self.invisible else ("user" if self.user else "guest"))
 
 
+class Committer:
+    """Group commit: the rooms of a process hand their updates here and one worker thread stores
+    whatever has gathered in one transaction (SQLite takes one writer at a time: a commit per keystroke
+    per room would cap the whole process at that writer's commit rate)."""
+
+    def __init__(self, docs: PadDocs, batch: int = 500):
+        self.docs = docs
+        self.batch = batch
+        self.pending: list[tuple[int, bytes, str, asyncio.Future]] = []
+        self.wakeup: asyncio.Event | None = None
+        self.task: asyncio.Task | None = None
+
+    async def append(self, pad_id: int, data: bytes, author: str) -> int:
+        """The update's seq once it is committed."""
+        if self.task is None or self.task.done():
+            self.wakeup = asyncio.Event()
+            self.task = asyncio.create_task(self._run())
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((pad_id, data, author, future))
+        self.wakeup.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            while self.pending:
+                batch, self.pending = self.pending[:self.batch], self.pending[self.batch:]
+                try:
+                    seqs = await asyncio.to_thread(self.docs.append_many, [(p, d, a) for p, d, a, _ in batch])
+                except Exception as exc:
+                    for *_, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (*_, future), seq in zip(batch, seqs):
+                    if not future.done():
+                        future.set_result(seq)
+
+
 class PadServices:
     """What a room needs from the rest of the control plane, in one place (all blocking; rooms call
     them in worker threads)."""
 
     def __init__(self, docs: PadDocs, info, event, run, end, notes):
         self.docs = docs
+        self.committer = Committer(docs)
         self.info = info      # (pad_id) -> dict: public_id, ended, execution_enabled, language, notes, title
         self.event = event    # (pad_id, person, kind, meta) -> event dict
         self.run = run        # (public_id, person, contents, stdin) -> run result dict
@@ -262,8 +303,7 @@ class Room:
             # Applied in memory, but nobody sees it before it is stored: sending and syncing wait
             # for this lock.
             try:
-                seq = await asyncio.to_thread(self.services.docs.append, self.pad_id, payload,
-                                              person.name if person else "")
+                seq = await self.services.committer.append(self.pad_id, payload, person.name if person else "")
             except Exception:
                 loaded = await asyncio.to_thread(self.services.docs.load, self.pad_id)
                 self.doc, self.polled, self.own = loaded.doc, loaded.seq, set()

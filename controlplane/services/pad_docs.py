@@ -136,6 +136,27 @@ class PadDocs:
                 continue   # another process took that seq (PostgreSQL): read the max again
         raise RuntimeError("could not store the pad update")
 
+    def append_many(self, items: list[tuple[int, bytes, str]]) -> list[int]:
+        """Store several updates (pad id, data, author) in one transaction, in order; their seqs.
+        The pad rooms of one process commit together this way (one commit for many rooms)."""
+        for _ in range(APPEND_RETRIES):
+            try:
+                with self.db.session() as s:
+                    pads = sorted({pad_id for pad_id, _, _ in items})
+                    last = dict(s.execute(select(PadUpdate.pad_id, func.max(PadUpdate.seq))
+                                          .where(PadUpdate.pad_id.in_(pads)).group_by(PadUpdate.pad_id)).all())
+                    out = []
+                    now = utcnow()
+                    for pad_id, data, author in items:
+                        last[pad_id] = (last.get(pad_id) or 0) + 1
+                        s.add(PadUpdate(pad_id=pad_id, seq=last[pad_id], author=author[:128], data=data,
+                                        created_at=now))
+                        out.append(last[pad_id])
+                return out
+            except IntegrityError:
+                continue
+        raise RuntimeError("could not store the pad updates")
+
     def set_text(self, pad_id: int, new_text: str, author: str) -> int | None:
         """Make the document's text `new_text` (the API's `PUT contents`); the open rooms pick the
         update up from the table. Returns its seq, or None when the text was already that."""
