@@ -118,6 +118,8 @@ def test_snapshots_load_the_same_text(installation, docs, alice):
 
 def test_history_of_others_pads_is_not_found(installation, alice):
     public_id, _ = new_pad(alice)
+    fresh = alice.get(f"/api/pads/{public_id}/history").json()   # never opened: seeded from its contents
+    assert fresh["text"] == "print(1)\n" and [u["author"] for u in fresh["updates"]] == [""]
     other = PadApi(installation, make_user(installation, "Eve Other"))
     r = other.get(f"/api/pads/{public_id}/history")
     assert r.status == 404 and r.json()["code"] == "not_found"

@@ -128,6 +128,7 @@ class Pads:
             pad_id = row.id
             events = [pad_render.event(e) for e in s.scalars(select(PadEvent).where(PadEvent.pad_id == row.id)
                                                               .order_by(PadEvent.created_at, PadEvent.id))]
+        self.docs.load(pad_id)   # a pad nobody opened yet gets its first update (its contents) now
         return {"pad_public_id": public_id.upper(), **self.docs.history(pad_id, after), "events": events}
 
     def environment(self, caller: Caller, env_id: str) -> dict:
