@@ -45,8 +45,7 @@ def new_pad(api: PadApi, contents: str = "print(1)\n") -> tuple[str, dict]:
 def replay(changes: list[dict], start: str = "") -> str:
     text = start
     for update in changes:
-        pos, out = 0, []
-        rest = text
+        out, rest = [], text
         for step in update["change"]:
             if "retain" in step:
                 out.append(rest[:step["retain"]])
@@ -63,8 +62,6 @@ def test_edit_update_keeps_common_ends():
     doc = Doc()
     doc.get(TEXT, type=Text).insert(0, "hello world")
     update = edit_update(doc, "hello brave world")
-    other = Doc()
-    other.get(TEXT, type=Text).insert(0, "")
     assert update is not None and text_of(doc) == "hello brave world"
     assert edit_update(doc, "hello brave world") is None
 

@@ -5,7 +5,6 @@ follow the document and a PUT reaches the room; presence events; access rules (p
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 
