@@ -58,6 +58,8 @@ class Settings:
     console_bind: str = "127.0.0.1:8081"
     console_url: str = ""
     console_origins: tuple[str, ...] = ()
+    # How often a pad room looks for updates other processes stored (the API's PUT contents), s.
+    pad_room_poll: float = 0.5
     # Sandboxes: default and longest run time (s), output kept, files per run, warm VMs per image,
     # running sandboxes per user, and runs waiting in all before new ones are refused (429).
     sandbox_timeout: int = 10
@@ -156,6 +158,7 @@ class Settings:
             console_address=env.get("OPENHOSTING_CONSOLE_ADDRESS", cls.console_address),
             console_bind=env.get("OPENHOSTING_CONSOLE_BIND") or cls.console_bind,
             console_url=(env.get("OPENHOSTING_CONSOLE_URL") or "").strip().rstrip("/"),
+            pad_room_poll=float(env.get("OPENHOSTING_PAD_ROOM_POLL") or cls.pad_room_poll),
             console_origins=tuple(o.rstrip("/") for o in
                                   (env.get("OPENHOSTING_CONSOLE_ORIGINS") or "").replace(",", " ").split()),
             sandbox_timeout=int(env.get("OPENHOSTING_SANDBOX_TIMEOUT", cls.sandbox_timeout)),

@@ -23,17 +23,27 @@ CHROMIUM = os.environ.get("OPENHOSTING_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]
 
 
+_shared: list = []   # the one chromium of the session
+
+
 @pytest.fixture(scope="session")
 def browser():
+    # Each module that imports this fixture gets its own session fixture, but Playwright's sync API
+    # allows one instance per thread: the first starts chromium, the others reuse it.
+    if _shared:
+        yield _shared[0]
+        return
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run tools/setup.sh --with-browser (tools/test.sh does)")
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        _shared.append(chromium)
         try:
             yield chromium
         finally:
+            _shared.clear()
             chromium.close()
 
 

@@ -71,6 +71,17 @@ if ! cmp -s package-lock.json node_modules/.openhosting-lock 2>/dev/null; then
   cp package-lock.json node_modules/.openhosting-lock
 fi
 
+# The pad page's scripts: our small sources (controlplane/padroom/web) bundled with the pinned npm
+# packages (yjs, y-websocket, CodeMirror 6) by esbuild into var/pad-assets (not committed); rebuilt
+# when a source or the lock file is newer than the bundle (about 3 s).
+bundle=var/pad-assets/pad.js
+if [[ ! -f $bundle || -n $(find controlplane/padroom/web package-lock.json -newer "$bundle" -print -quit) ]]; then
+  log "bundling the pad page's scripts (esbuild)"
+  mkdir -p var/pad-assets
+  node_modules/.bin/esbuild controlplane/padroom/web/pad.js controlplane/padroom/web/playback.js --bundle \
+    --minify --format=iife --target=es2020 --outdir=var/pad-assets --log-level=warning
+fi
+
 stamp=.venv/.openhosting-installed
 if [[ ! -x .venv/bin/python ]]; then
   log "creating .venv"

@@ -128,6 +128,13 @@ def paths() -> dict:
     run = _obj({"pad_public_id": TEXT, "language": TEXT, "sandbox_id": TEXT,
                 "exit_status": {"type": ["integer", "null"]}, "output": TEXT, "truncated": BOOL, "timed_out": BOOL,
                 "killed": BOOL, "time": {"type": "number"}, "queued": {"type": "number"}, "event": EVENT})
+    change = {"type": "array", "items": {"type": "object", "properties": {
+        "retain": INT, "delete": INT, "insert": TEXT}}}
+    history = _obj({"pad_public_id": TEXT, "text": TEXT, "last_seq": INT, "more": BOOL,
+                    "updates": {"type": "array", "items": {"type": "object", "required": ["seq", "time", "author", "change"],
+                                                           "properties": {"seq": INT, "time": DATE, "author": TEXT,
+                                                                          "change": change}}},
+                    "events": {"type": "array", "items": EVENT}})
     return {
         "/api/pads": {
             "get": _op("pads_list", "Your pads, 50 a page", {"200": _ok(_list("pads", "Pad")), **_errors(400)},
@@ -144,6 +151,12 @@ def paths() -> dict:
         "/api/pads/{pad_id}/events": {
             "get": _op("pad_events", "A pad's events, oldest first by default",
                        {"200": _ok(_list("events", "PadEvent")), **_errors(400, 404)}, params=[PAD_ID, *LIST_PARAMS])},
+        "/api/pads/{pad_id}/history": {
+            "get": _op("pad_history", "The pad's edit history (each stored update's time, author and text "
+                       "change) and its events, oldest first", {"200": _ok(history), **_errors(400, 404)},
+                       params=[PAD_ID, {"name": "after", "in": "query", "required": False,
+                                        "schema": {"type": "integer", "minimum": 0},
+                                        "description": "only updates with a larger seq (the text is always the whole text after the last one listed)"}])},
         "/api/pads/{pad_id}/run": {
             "post": _op("pad_run", "Run the pad's code (or `contents`) with `stdin` in a sandbox",
                         {"200": _ok(run), **_errors(400, 403, 404, 409, 413, 429, 503)},

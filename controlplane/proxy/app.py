@@ -36,6 +36,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 #: Route modules, each `routes(ctx)`; one line per browser face.
 MODULES = [
     "controlplane.proxy.vnc",
+    "controlplane.proxy.pads",
 ]
 
 

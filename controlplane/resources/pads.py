@@ -5,7 +5,7 @@ from __future__ import annotations
 import falcon
 
 from ..padface import base_url, ok, page_links, read_params
-from ..services.pad_params import PAGE_SIZE, page, sort
+from ..services.pad_params import PAGE_SIZE, integer, page, sort
 
 
 class PadsResource:
@@ -59,6 +59,12 @@ class PadEvents(PadsResource):
                      default_sort="created_at,asc")
 
 
+class PadHistory(PadsResource):
+    def on_get(self, req, resp, pad_id):
+        after = self.params(req).get("after") or "0"
+        ok(resp, self.face.pads.history(self.caller(req), pad_id, integer(after, "after")))
+
+
 class PadRun(PadsResource):
     def on_post(self, req, resp, pad_id):
         if self.face.runs is None:
@@ -82,6 +88,7 @@ def add_routes(app: falcon.App, face) -> None:
     app.add_route("/api/pads", PadCollection(face))
     app.add_route("/api/pads/{pad_id}", PadItem(face))
     app.add_route("/api/pads/{pad_id}/events", PadEvents(face))
+    app.add_route("/api/pads/{pad_id}/history", PadHistory(face))
     app.add_route("/api/pads/{pad_id}/run", PadRun(face))
     app.add_route("/api/pad_environments/{env_id}", PadEnvironmentItem(face))
     app.add_route("/api/organization/pads", OrgPads(face))

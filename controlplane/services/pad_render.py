@@ -21,7 +21,10 @@ def event(ev: PadEvent) -> dict:
             "user_name": ev.user_name, "user_email": ev.user_email, "created_at": when}
 
 
-def pad(s, row: Pad, base: str) -> dict:
+def pad(s, row: Pad, base: str, pages: str = "") -> dict:
+    """The pad as the API shows it; `url` and `playback` are on `pages` (the console proxy's public URL,
+    OPENHOSTING_CONSOLE_URL) when it is set, else on the API's own base (a front proxy sends /pads/
+    and /rooms/ to the console proxy)."""
     owner = s.get(User, row.owner)
     env = s.get(PadEnvironment, row.active_environment_id) if row.active_environment_id else None
     total = s.scalar(select(func.count()).select_from(PadEvent).where(PadEvent.pad_id == row.id))
@@ -37,7 +40,7 @@ def pad(s, row: Pad, base: str) -> dict:
                              .order_by(PadEnvironment.id)))
     question_ids = list(s.scalars(select(PadQuestion.question_id).where(PadQuestion.pad_id == row.id)
                                   .order_by(PadQuestion.question_id)))
-    url = f"{base}/pads/{row.public_id}"
+    url = f"{pages or base}/pads/{row.public_id}"
     return {
         "id": row.public_id, "title": row.title, "language": row.language,
         "owner_email": owner_email(owner.uuid, owner.email), "participants": names,
@@ -46,7 +49,8 @@ def pad(s, row: Pad, base: str) -> dict:
         "events_url": f"{base}/api/pads/{row.public_id}/events",
         "private": row.private, "execution_enabled": row.execution_enabled,
         "created_at": rfc3339(row.created_at), "updated_at": rfc3339(row.updated_at),
-        "ended_at": rfc3339(row.ended_at), "url": url, "playback": f"{url}/playback", "history": None,
+        "ended_at": rfc3339(row.ended_at), "url": url, "playback": f"{url}/playback",
+        "history": f"{base}/api/pads/{row.public_id}/history",
         "drawing": None, "pad_environment_ids": env_ids, "state": "ended" if row.ended_at else "active",
         "type": "live", "question_ids": question_ids, "active_environment_id": row.active_environment_id,
         "team": None,

@@ -64,7 +64,10 @@ class PadRuns:
                               "openhosting-admin image build {image}", image=lang.image, lang=lang.id)
         return lang, contents, stdin, timeout
 
-    def run(self, caller: Caller, public_id: str, params: dict) -> dict:
+    def run(self, caller: Caller, public_id: str, params: dict, author: Caller | None = None) -> dict:
+        """Run as `caller` (who must see the pad; the sandbox is theirs). `author`, when given, is who
+        the `ran` event names: a pad room runs as the pad's owner on behalf of whoever pressed Run,
+        a guest included."""
         lang, contents, stdin, timeout = self._prepare(caller, public_id, params)
         files = [(lang.file, contents.encode()), ("stdin.txt", stdin.encode())]
         sandbox_id = self.sandboxes.create(caller.uuid, lang.image, json.dumps([f"{lang.command} < stdin.txt"]),
@@ -77,7 +80,7 @@ class PadRuns:
             started, finished, created = aware(box.started_at), aware(box.finished_at), aware(box.created_at)
             truncated = box.truncated
             row = self.pads.load(s, caller, public_id)
-            event = pad_render.event(self.pads.add_event(s, row, caller, "ran", lang.id))
+            event = pad_render.event(self.pads.add_event(s, row, author or caller, "ran", lang.id))
         return {"pad_public_id": public_id.upper(), "language": lang.id, "sandbox_id": sandbox_id,
                 "exit_status": info["return_code"], "output": info["logs"] or "", "truncated": truncated,
                 "timed_out": info["timed_out"], "killed": info["killed"],

@@ -22,6 +22,7 @@ from ..models import Organization, Pad, PadEnvironment, PadEvent, PadQuestion, U
 from . import languages, pad_render
 from .accounts import Accounts, hash_secret
 from .pad_accounts import Caller, valid_email
+from .pad_docs import PadDocs
 from .pad_errors import Conflict, OverQuota
 from .pad_params import PAGE_SIZE, offset, boolean, integer, only_true, text
 from .questions import Questions
@@ -52,6 +53,7 @@ class Pads:
         self.settings = settings
         self.accounts = accounts
         self.questions = questions
+        self.docs = PadDocs(db)
 
     # ---- visibility ------------------------------------------------------------------------------
 
@@ -86,7 +88,7 @@ class Pads:
 
     def show(self, caller: Caller, public_id: str, base: str) -> dict:
         with self.db.read_session() as s:
-            return pad_render.pad(s, self.load(s, caller, public_id), base)
+            return pad_render.pad(s, self.load(s, caller, public_id), base, self.settings.console_url)
 
     def list(self, caller: Caller, sort_field: str, ascending: bool, page: int, base: str,
              org: bool = False) -> tuple[list[dict], int]:
@@ -107,7 +109,7 @@ class Pads:
             column = getattr(Pad, sort_field)
             order = (column.asc(), Pad.id.asc()) if ascending else (column.desc(), Pad.id.desc())
             rows = s.scalars(query.order_by(*order).offset(offset(page)).limit(PAGE_SIZE))
-            return [pad_render.pad(s, row, base) for row in rows], total
+            return [pad_render.pad(s, row, base, self.settings.console_url) for row in rows], total
 
     def events(self, caller: Caller, public_id: str, ascending: bool, page: int) -> tuple[list[dict], int]:
         with self.db.read_session() as s:
@@ -118,6 +120,16 @@ class Pads:
                      else (PadEvent.created_at.desc(), PadEvent.id.desc()))
             rows = s.scalars(query.order_by(*order).offset(offset(page)).limit(PAGE_SIZE))
             return [pad_render.event(e) for e in rows], total
+
+    def history(self, caller: Caller, public_id: str, after: int = 0) -> dict:
+        """The pad's edit history (updates with their text changes) and its events, for playback."""
+        with self.db.read_session() as s:
+            row = self.load(s, caller, public_id)
+            pad_id = row.id
+            events = [pad_render.event(e) for e in s.scalars(select(PadEvent).where(PadEvent.pad_id == row.id)
+                                                              .order_by(PadEvent.created_at, PadEvent.id))]
+        self.docs.load(pad_id)   # a pad nobody opened yet gets its first update (its contents) now
+        return {"pad_public_id": public_id.upper(), **self.docs.history(pad_id, after), "events": events}
 
     def environment(self, caller: Caller, env_id: str) -> dict:
         with self.db.read_session() as s:
@@ -218,7 +230,7 @@ class Pads:
             s.flush()
             self._new_environment(s, row, lang, contents, question)
             s.flush()
-            return pad_render.pad(s, row, base), public_id
+            return pad_render.pad(s, row, base, self.settings.console_url), public_id
 
     def _new_environment(self, s, row: Pad, lang: str, contents: str | None, question) -> PadEnvironment:
         if contents is None:
@@ -236,7 +248,17 @@ class Pads:
         return env
 
     def update(self, caller: Caller, public_id: str, params: dict, base: str) -> dict | None:
-        """The updated pad, or None when it was deleted."""
+        """The updated pad, or None when it was deleted. A change of the code (contents, language,
+        question) becomes an update of the pad's document, which open pad pages receive."""
+        out = self._update(caller, public_id, params, base)
+        if out is not None and any(k in params for k in ("language", "contents", "question_id")):
+            with self.db.read_session() as s:
+                row = s.scalar(select(Pad).where(Pad.public_id == out["id"]))
+                pad_id, text_now = row.id, s.get(PadEnvironment, row.active_environment_id).contents
+            self.docs.set_text(pad_id, text_now, caller.display_name)
+        return out
+
+    def _update(self, caller: Caller, public_id: str, params: dict, base: str) -> dict | None:
         with self.db.session() as s:
             row = self.load(s, caller, public_id, write=True)
             if only_true(params.get("deleted")):
@@ -265,7 +287,7 @@ class Pads:
                 self.add_event(s, row, caller, "ended")
             row.updated_at = utcnow()
             s.flush()
-            return pad_render.pad(s, row, base)
+            return pad_render.pad(s, row, base, self.settings.console_url)
 
     def _recode(self, s, caller: Caller, row: Pad, params: dict) -> None:
         if not any(k in params for k in ("language", "contents", "question_id")):

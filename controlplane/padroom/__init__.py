@@ -1,0 +1,1 @@
+"""The pad page's process: the live collaborative editor, its rooms (pycrdt), playback and history."""
