@@ -56,7 +56,7 @@ def test_seed_curl_examples(installation, org):
     assert created["participants"] == ["Mo Member"] and created["owner_email"] == org["member"].email
     assert created["private"] is False and created["execution_enabled"] is True and created["ended_at"] is None
     assert re.fullmatch(r"[23456789ABCDEFGHJKLMNPQRSTUVWXYZ]{8}", created["id"])
-    assert DATE.match(created["created_at"]) and created["url"].endswith(f"/pads/{created['id']}")
+    assert DATE.match(created["created_at"]) and created["url"] == f"{installation.console_url}/pads/{created['id']}"
     assert created["drawing"] is None and created["state"] == "active" and len(created["pad_environment_ids"]) == 1
     pad_id = created["id"]
     shown = curl(installation, "-H", auth, f"{base}/api/pads/{pad_id}")

@@ -22,9 +22,8 @@ def event(ev: PadEvent) -> dict:
 
 
 def pad(s, row: Pad, base: str, pages: str = "") -> dict:
-    """The pad as the API shows it; `url` and `playback` are on `pages` (the console proxy's public URL,
-    OPENHOSTING_CONSOLE_URL) when it is set, else on the API's own base (a front proxy sends /pads/
-    and /rooms/ to the console proxy)."""
+    """The pad as the API shows it; `url` and `playback` are on `pages` (where the console proxy serves
+    the pad page: `Pads.pages`) when it is not empty, else on the API's own base."""
     owner = s.get(User, row.owner)
     env = s.get(PadEnvironment, row.active_environment_id) if row.active_environment_id else None
     total = s.scalar(select(func.count()).select_from(PadEvent).where(PadEvent.pad_id == row.id))

@@ -55,6 +55,14 @@ class Pads:
         self.questions = questions
         self.docs = PadDocs(db)
 
+    @property
+    def pages(self) -> str:
+        """Where the pad page is served: OPENHOSTING_CONSOLE_URL when set; else the API's public base when
+        OPENHOSTING_PUBLIC_URL is set (a front proxy sends /pads/ and /rooms/ to the console proxy);
+        else the console proxy's own address, so that a default installation's links open."""
+        s = self.settings
+        return s.console_url or ("" if s.public_url else s.console_base)
+
     # ---- visibility ------------------------------------------------------------------------------
 
     def visible(self, s, caller: Caller, row: Pad) -> bool:
@@ -88,7 +96,7 @@ class Pads:
 
     def show(self, caller: Caller, public_id: str, base: str) -> dict:
         with self.db.read_session() as s:
-            return pad_render.pad(s, self.load(s, caller, public_id), base, self.settings.console_url)
+            return pad_render.pad(s, self.load(s, caller, public_id), base, self.pages)
 
     def list(self, caller: Caller, sort_field: str, ascending: bool, page: int, base: str,
              org: bool = False) -> tuple[list[dict], int]:
@@ -109,7 +117,7 @@ class Pads:
             column = getattr(Pad, sort_field)
             order = (column.asc(), Pad.id.asc()) if ascending else (column.desc(), Pad.id.desc())
             rows = s.scalars(query.order_by(*order).offset(offset(page)).limit(PAGE_SIZE))
-            return [pad_render.pad(s, row, base, self.settings.console_url) for row in rows], total
+            return [pad_render.pad(s, row, base, self.pages) for row in rows], total
 
     def events(self, caller: Caller, public_id: str, ascending: bool, page: int) -> tuple[list[dict], int]:
         with self.db.read_session() as s:
@@ -230,7 +238,7 @@ class Pads:
             s.flush()
             self._new_environment(s, row, lang, contents, question)
             s.flush()
-            return pad_render.pad(s, row, base, self.settings.console_url), public_id
+            return pad_render.pad(s, row, base, self.pages), public_id
 
     def _new_environment(self, s, row: Pad, lang: str, contents: str | None, question) -> PadEnvironment:
         if contents is None:
@@ -287,7 +295,7 @@ class Pads:
                 self.add_event(s, row, caller, "ended")
             row.updated_at = utcnow()
             s.flush()
-            return pad_render.pad(s, row, base, self.settings.console_url)
+            return pad_render.pad(s, row, base, self.pages)
 
     def _recode(self, s, caller: Caller, row: Pad, params: dict) -> None:
         if not any(k in params for k in ("language", "contents", "question_id")):
