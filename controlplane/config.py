@@ -52,6 +52,12 @@ class Settings:
     public_forward: str = ""
     # Where VNC consoles listen. Loopback by default: reach them through SSH or the control plane.
     console_address: str = "127.0.0.1"
+    # The console proxy (browser faces): where `openhosting-admin console-proxy` listens, the public
+    # base URL the API puts in console links ("" = http://<console_bind>), and more WebSocket Origins
+    # it accepts besides that URL's own (space- or comma-separated, e.g. "https://a.example:8443").
+    console_bind: str = "127.0.0.1:8081"
+    console_url: str = ""
+    console_origins: tuple[str, ...] = ()
     # Sandboxes: default and longest run time (s), output kept, files per run, warm VMs per image,
     # running sandboxes per user, and runs waiting in all before new ones are refused (429).
     sandbox_timeout: int = 10
@@ -104,6 +110,11 @@ class Settings:
         return self.state_dir / "drives"
 
     @property
+    def console_base(self) -> str:
+        """The console proxy's public base URL (no trailing slash)."""
+        return self.console_url or f"http://{self.console_bind}"
+
+    @property
     def run_dir(self) -> Path:
         return self.state_dir / "run"
 
@@ -145,6 +156,10 @@ class Settings:
             ip_pool=env.get("OPENHOSTING_IP_POOL", cls.ip_pool).strip(),
             public_forward=env.get("OPENHOSTING_PUBLIC_FORWARD", cls.public_forward),
             console_address=env.get("OPENHOSTING_CONSOLE_ADDRESS", cls.console_address),
+            console_bind=env.get("OPENHOSTING_CONSOLE_BIND") or cls.console_bind,
+            console_url=(env.get("OPENHOSTING_CONSOLE_URL") or "").strip().rstrip("/"),
+            console_origins=tuple(o.rstrip("/") for o in
+                                  (env.get("OPENHOSTING_CONSOLE_ORIGINS") or "").replace(",", " ").split()),
             sandbox_timeout=int(env.get("OPENHOSTING_SANDBOX_TIMEOUT", cls.sandbox_timeout)),
             sandbox_max_timeout=int(env.get("OPENHOSTING_SANDBOX_MAX_TIMEOUT", cls.sandbox_max_timeout)),
             sandbox_output_cap=_env_size(env, "OPENHOSTING_SANDBOX_OUTPUT_CAP", cls.sandbox_output_cap),

@@ -7,7 +7,7 @@ import re
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
-_SECRET_PARAMS = re.compile(r"((?:^|[?&])(?:access_token|token)=)[^&\s]*", re.IGNORECASE)
+_SECRET_PARAMS = re.compile(r"((?:^|[?&])(?:access_token|token|ticket)=)[^&\s]*", re.IGNORECASE)
 
 
 def redact(text: str) -> str:

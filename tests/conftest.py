@@ -87,3 +87,11 @@ def alice(installation):
 @pytest.fixture
 def bob(installation):
     return installation.client(installation.create_user("bob"))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the item (tests/browser.py saves a screenshot when the call failed)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -122,6 +122,8 @@ class Installation:
     agent: subprocess.Popen | None = None
     terminal: subprocess.Popen | None = None   # the terminal service (SSH gateway + proxy sessions)
     ssh_port: int = 0
+    console_port: int = 0                     # the console proxy's (picked on first use)
+    proxy: subprocess.Popen | None = None
     _accounts: object = None
 
     @property
@@ -131,11 +133,21 @@ class Installation:
             "OPENHOSTING_STATE_DIR": str(self.state_dir),
             "OPENHOSTING_DATABASE_URL": self.database_url,
             "OPENHOSTING_JOB_POLL_INTERVAL": "0.05",
+            "OPENHOSTING_CONSOLE_BIND": f"127.0.0.1:{self.console_port or self._pick_console_port()}",
         })
         env.update({k: v for k, v in self.env_extra.items() if v is not None})
         for key in [k for k, v in self.env_extra.items() if v is None]:   # None: unset
             env.pop(key, None)
         return env
+
+    def _pick_console_port(self) -> int:
+        self.console_port = free_port()
+        return self.console_port
+
+    @property
+    def console_url(self) -> str:
+        """The console proxy's base URL (what the API puts in console links)."""
+        return self.env.get("OPENHOSTING_CONSOLE_URL") or f"http://{self.env['OPENHOSTING_CONSOLE_BIND']}"
 
     def admin(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run([ADMIN, *args], env=self.env, capture_output=True, text=True, check=check,
@@ -148,6 +160,7 @@ class Installation:
         for command in setup:
             self.admin(*command)
         self.start_api()
+        self.start_proxy()
         self.start_agent()
         return self
 
@@ -172,6 +185,31 @@ class Installation:
                 pass
             time.sleep(0.05)
         raise RuntimeError("API server did not start")
+
+    def start_proxy(self) -> None:
+        """`openhosting-admin console-proxy` on this installation's console port; waits for /health."""
+        bind = self.env["OPENHOSTING_CONSOLE_BIND"]
+        host, port = bind.rsplit(":", 1)
+        log = open(self.state_dir / "proxy.log", "ab")
+        self.proxy = subprocess.Popen([ADMIN, "console-proxy", "--bind", bind], env=self.env, stdout=log,
+                                      stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proxy.poll() is not None:
+                raise RuntimeError(f"console proxy exited: {(self.state_dir / 'proxy.log').read_text()[-2000:]}")
+            try:
+                conn = http.client.HTTPConnection(host, int(port), timeout=2)
+                conn.request("GET", "/health")
+                if conn.getresponse().status == 200:
+                    conn.close()
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("console proxy did not start")
+
+    def stop_proxy(self, sig: int = signal.SIGTERM) -> None:
+        self._stop(self.proxy, sig)
 
     def start_agent(self) -> None:
         log = open(self.state_dir / "agent.log", "ab")
@@ -225,6 +263,7 @@ class Installation:
     def stop(self) -> None:
         self.stop_terminal()
         self.stop_agent()
+        self.stop_proxy()
         self.stop_api()
         if self._accounts is not None:
             self._accounts.db.dispose()

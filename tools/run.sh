@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's run command: installs what is needed (idempotently), migrates the database, creates a
-# first user when there is none (printing its credentials), starts the agent and serves the API on
-# ${OPENHOSTING_BIND:-127.0.0.1:8080}.
+# first user when there is none (printing its credentials), starts the agent and the console proxy
+# (${OPENHOSTING_CONSOLE_BIND:-127.0.0.1:8081}) and serves the API on ${OPENHOSTING_BIND:-127.0.0.1:8080}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
@@ -20,5 +20,10 @@ state="${OPENHOSTING_STATE_DIR:-$PWD/var}"
 mkdir -p "$state/log"
 $admin agent >>"$state/log/agent.log" 2>&1 &
 agent=$!
-trap 'kill $agent 2>/dev/null || true' EXIT
+# The console proxy: its own process (restart it alone at will); the API builds console links from
+# OPENHOSTING_CONSOLE_URL, by default http://$OPENHOSTING_CONSOLE_BIND.
+export OPENHOSTING_CONSOLE_BIND="${OPENHOSTING_CONSOLE_BIND:-127.0.0.1:8081}"
+$admin console-proxy --bind "$OPENHOSTING_CONSOLE_BIND" >>"$state/log/console-proxy.log" 2>&1 &
+proxy=$!
+trap 'kill $agent $proxy 2>/dev/null || true' EXIT
 $admin serve --bind "${OPENHOSTING_BIND:-127.0.0.1:8080}"

@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a Debian 12 machine for openhosting (run as root).
 # Installs the Debian packages, builds .venv/, starts virtlogd and libvirtd when they are not running.
-# Usage: tools/setup.sh [--with-postgres]
+# Usage: tools/setup.sh [--with-postgres] [--with-browser]
+#   --with-browser: Debian's chromium for the browser tests (Playwright drives it; no browser download)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+with_postgres=0 with_browser=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-postgres) with_postgres=1 ;;
+    --with-browser) with_browser=1 ;;
+    *) echo "usage: tools/setup.sh [--with-postgres] [--with-browser]" >&2; exit 2 ;;
+  esac
+done
 
 APT_PACKAGES=(
   python3 python3-venv python3-dev gcc pkg-config
@@ -12,8 +21,11 @@ APT_PACKAGES=(
   isolinux syslinux syslinux-common mtools dosfstools xorriso cpio xz-utils zstd
   iproute2
 )
-if [[ "${1:-}" == "--with-postgres" ]]; then
+if ((with_postgres)); then
   APT_PACKAGES+=(postgresql)
+fi
+if ((with_browser)); then
+  APT_PACKAGES+=(chromium)
 fi
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -47,6 +59,18 @@ if [[ "$(cat "$vendor/.version" 2>/dev/null)" != "$SWAGGER_UI_VERSION" ]]; then
   rm -rf "$tmp"
 fi
 
+# The console proxy's browser assets (noVNC, xterm.js, ...): exact versions pinned in package.json and
+# package-lock.json, installed into ./node_modules (not committed) without running package scripts.
+if ! cmp -s package-lock.json node_modules/.openhosting-lock 2>/dev/null; then
+  if ! command -v npm >/dev/null; then
+    log "installing npm"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
+  fi
+  log "installing the browser assets (npm ci)"
+  npm ci --no-audit --no-fund --ignore-scripts --silent
+  cp package-lock.json node_modules/.openhosting-lock
+fi
+
 stamp=.venv/.openhosting-installed
 if [[ ! -x .venv/bin/python ]]; then
   log "creating .venv"
@@ -75,7 +99,7 @@ if ! pgrep -x libvirtd >/dev/null; then
   done
 fi
 
-if [[ "${1:-}" == "--with-postgres" ]]; then
+if ((with_postgres)); then
   ver=$(ls /usr/lib/postgresql | sort -n | tail -1)
   if ! pg_lsclusters -h 2>/dev/null | awk '{print $4}' | grep -q online; then
     log "starting PostgreSQL $ver"

@@ -3,7 +3,7 @@
 # against SQLite and, through a local PostgreSQL it installs and starts, against PostgreSQL too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools/setup.sh --with-postgres
+tools/setup.sh --with-postgres --with-browser
 # Build the sandbox image once up front (debootstrap is cached under /var/cache/openhosting), so the
 # tests' own installations import it in seconds.
 export OPENHOSTING_STATE_DIR="$PWD/var/test-images"

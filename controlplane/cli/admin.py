@@ -160,6 +160,17 @@ def cmd_serve(args, settings: Settings) -> None:
     serve(args.bind, args.workers, args.threads)
 
 
+def cmd_console_proxy(args, settings: Settings) -> None:
+    import os
+
+    from ..proxy.serve import serve
+
+    # The proxy's own origin (for the WebSocket Origin check) follows --bind unless a public
+    # OPENHOSTING_CONSOLE_URL says otherwise; the workers read the settings from the environment.
+    os.environ["OPENHOSTING_CONSOLE_BIND"] = args.bind or settings.console_bind
+    serve(args.bind or settings.console_bind, args.workers)
+
+
 def cmd_agent(args, settings: Settings) -> None:
     from ..agent import main
 
@@ -316,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=2)
     serve.add_argument("--threads", type=int, default=8)
     serve.set_defaults(func=cmd_serve)
+
+    proxy = sub.add_parser("console-proxy", help="serve the browser consoles (pages and WebSockets) with gunicorn's "
+                                                 "asgi worker")
+    proxy.add_argument("--bind", default="", help="HOST:PORT (default: OPENHOSTING_CONSOLE_BIND or 127.0.0.1:8081)")
+    proxy.add_argument("--workers", type=int, default=1)
+    proxy.set_defaults(func=cmd_console_proxy)
 
     sub.add_parser("agent", help="run this host's agent (jobs, reconciliation)").set_defaults(func=cmd_agent)
 
