@@ -228,12 +228,8 @@ class Installation:
         while time.monotonic() < deadline:
             if self.terminal.poll() is not None:
                 raise RuntimeError(f"terminal service exited: {(self.state_dir / 'terminal.log').read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.ssh_port), timeout=1).close()
-                if sock.exists():
-                    return
-            except OSError:
-                pass
+            if sock.exists():      # made after the SSH listener
+                return
             time.sleep(0.05)
         raise RuntimeError("terminal service did not start")
 

@@ -160,6 +160,9 @@ def view(api, objs: dict) -> dict:
     out["workspace"] = info(f"{V1}workspaces/{objs['workspace']}")
     out["submission"] = info(f"{V1}submissions/{objs['submission']}")
     out["v1_lists"] = [api.get(V1 + p).text for p in ("projects", "workspaces", "submissions", "ssh-keys")]
+    # a workspace_url carries a fresh one-time terminal ticket each time: compare without it
+    out["workspace"]["workspace_url"] = out["workspace"]["workspace_url"].partition("#")[0]
+    out["v1_lists"] = [re.sub(r'#[A-Za-z0-9_-]{20,}"', '"', text) for text in out["v1_lists"]]
     return out
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from controlplane.terminal import wire
 
+from .browser import browser, page, save_screenshot  # noqa: F401  (fixtures)
 from .conftest import new_installation
 from .containers import make_project, new_account
 from .test_workspaces_vm import wait_state
@@ -198,3 +199,154 @@ def test_stopped_workspace_without_auto_resume_is_refused(site, alice):
     sock, answer = open_session(site, "someone-else", alice.ws)
     assert answer == {"ok": False, "reason": f"no workspace {alice.ws} for this user"}
     assert alice.api.request("PUT", f"/workspaces/{ws}/remove").status == 200
+
+
+# --- the browser face: the console proxy's /terminal page and WebSocket ----------------------------
+
+def terminal_url(acct: Account, ws: str) -> str:
+    body = acct.api.get(f"/workspaces/{ws}").json()
+    url = body["workspace_url"]
+    assert url.startswith(f"{acct.site.console_url}/terminal/{ws}#")
+    return url
+
+
+def ws_connect(site, ws: str, ticket: str | None, *, origin: str | None = "", token: str | None = None,
+               rows: int = 24, cols: int = 80):
+    from websockets.sync.client import connect
+
+    protocols = ["tty"] + ([f"ticket.{ticket}"] if ticket else []) + ([f"wstoken.{token}"] if token else [])
+    url = site.console_url.replace("http", "ws", 1) + f"/terminal/{ws}/ws?rows={rows}&cols={cols}"
+    return connect(url, subprotocols=protocols, origin=site.console_url if origin == "" else origin,
+                   open_timeout=30, max_size=None)
+
+
+def ws_status(site, ws: str, ticket: str | None, **kw) -> int:
+    from websockets.exceptions import InvalidStatus
+
+    try:
+        with ws_connect(site, ws, ticket, **kw):
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
+
+
+def ws_closed(conn) -> tuple[int, str]:
+    """Read to the end: the close code and reason the proxy sent."""
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        while True:
+            conn.recv(timeout=600)
+    except ConnectionClosed as exc:
+        return exc.rcvd.code, exc.rcvd.reason
+
+
+def ws_until(conn, pattern: bytes) -> bytes:
+    seen = b""
+    while not re.search(pattern, seen):
+        msg = conn.recv(timeout=300)
+        if isinstance(msg, bytes):
+            seen += msg
+    return seen
+
+
+def ws_state(conn) -> dict:
+    import json
+
+    while True:
+        msg = conn.recv(timeout=600)
+        if isinstance(msg, str) and json.loads(msg).get("state") == "open":
+            return json.loads(msg)
+
+
+def tickets(site):
+    from controlplane.config import Settings
+    from controlplane.db import Database
+    from controlplane.services.tickets import Tickets
+
+    return Tickets(Database(Settings.from_env(site.env)))
+
+
+def test_browser_terminal_types_reads_and_resizes(site, alice, page):  # noqa: F811
+    page.goto(terminal_url(alice, alice.ws))
+    page.wait_for_selector("body[data-state=connected]", timeout=600_000)
+    assert "#" not in page.url
+    page.keyboard.type("echo $((6*7))")
+    page.keyboard.press("Enter")
+    screen = "() => { const b = window.term.buffer.active; const out = [];" \
+             " for (let i = 0; i < b.length; i++) out.push(b.getLine(i).translateToString(true)); return out; }"
+    page.wait_for_function(f"({screen})().includes('42')", timeout=120_000)
+    size = page.evaluate("() => [window.term.rows, window.term.cols]")
+    page.set_viewport_size({"width": 700, "height": 420})
+    page.wait_for_function(f"window.term.rows !== {size[0]} && window.term.cols !== {size[1]}", timeout=30_000)
+    rows, cols = page.evaluate("() => [window.term.rows, window.term.cols]")
+    assert (rows, cols) != tuple(size)
+    page.keyboard.type("stty size")
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"({screen})().includes('{rows} {cols}')", timeout=120_000)
+    save_screenshot(page, alice.tmp / "terminal.png")
+
+
+def test_terminal_websocket_refusals(site, alice, tmp_path):
+    t = tickets(site)
+    ws = alice.ws
+    # no ticket, forged, expired, foreign Origin, another workspace's or another kind's ticket: 403
+    assert ws_status(site, ws, None) == 403
+    assert ws_status(site, ws, "forged-" + "x" * 40) == 403
+    expired, _ = t.issue("terminal", ws, alice.api.user, ttl=-1)
+    assert ws_status(site, ws, expired) == 403
+    good = terminal_url(alice, ws).partition("#")[2]
+    assert ws_status(site, ws, good, origin="http://evil.example") == 403
+    assert ws_status(site, ws, good, origin=None) == 403
+    vnc, _ = t.issue("vnc", ws, alice.api.user)
+    assert ws_status(site, ws, vnc) == 403
+    # a good ticket works once (the refusals above were before its claim)
+    with ws_connect(site, ws, good) as conn:
+        assert conn.subprotocol == "tty" and ws_state(conn)["state"] == "open"
+    assert ws_status(site, ws, good) == 403                                       # reused
+    # bob holding a ticket for alice's workspace (as if one leaked): the service refuses it by name
+    bob = Account(site, tmp_path)
+    ticket, _ = t.issue("terminal", ws, bob.api.user)
+    with ws_connect(site, ws, ticket) as conn:
+        assert ws_closed(conn) == (4001, f"no workspace {ws} for this user")
+    log = (site.state_dir / "proxy.log").read_text()
+    assert good not in log and expired not in log and ticket not in log
+
+
+def test_terminal_of_stopped_workspace_resumes_and_background_survives(site, alice):
+    good = terminal_url(alice, alice.ws).partition("#")[2]
+    with ws_connect(site, alice.ws, good) as conn:
+        ws_state(conn)
+        conn.send(b"setsid sh -c 'while :; do sleep 1; done' >/dev/null 2>&1 < /dev/null & echo BG=$!\n")
+        pid = int(re.search(rb"BG=(\d+)\r", ws_until(conn, rb"BG=\d+\r")).group(1))
+    # the tab closed; stop the workspace, then open its terminal again: it resumes it
+    assert alice.api.put(f"/workspaces/{alice.ws}/stop").status == 200
+    good = terminal_url(alice, alice.ws).partition("#")[2]
+    with ws_connect(site, alice.ws, good) as conn:
+        assert ws_state(conn) == {"state": "open", "resumed": True}
+        conn.send(f"kill -0 {pid} && echo BACK-$((40+2))\n".encode())
+        ws_until(conn, rb"BACK-42")
+        # a stop while the terminal is open closes it with the reason
+        assert alice.api.put(f"/workspaces/{alice.ws}/stop").status == 200
+        assert ws_closed(conn) == (4000, "the workspace was stopped")
+    assert alice.api.put(f"/workspaces/{alice.ws}/resume").status == 200
+    wait_state(alice.api, alice.ws, (2,))
+
+
+def test_terminal_token_required_and_no_auto_resume(site, alice):
+    ws = alice.workspace(workspace_token_required=True, auto_resume=False)
+    token = alice.api.get(f"/workspaces/{ws}").json()["workspace_token"]
+    with ws_connect(site, ws, terminal_url(alice, ws).partition("#")[2]) as conn:
+        assert ws_closed(conn) == (4003, "this workspace requires its workspace token")
+    with ws_connect(site, ws, terminal_url(alice, ws).partition("#")[2], token="0" * 36) as conn:
+        assert ws_closed(conn)[0] == 4003
+    with ws_connect(site, ws, terminal_url(alice, ws).partition("#")[2], token=token) as conn:
+        ws_state(conn)
+        conn.send(b"echo TOKEN-OK\n")
+        ws_until(conn, rb"TOKEN-OK\r")
+    assert alice.api.put(f"/workspaces/{ws}/stop").status == 200
+    with ws_connect(site, ws, terminal_url(alice, ws).partition("#")[2], token=token) as conn:
+        code, reason = ws_closed(conn)
+    assert code == 4001 and "is stopped (auto_resume is off" in reason
+    assert alice.api.get(f"/workspaces/{ws}").json()["state"]["code"] == 3
+    assert alice.api.put(f"/workspaces/{ws}/remove").status == 200

@@ -33,6 +33,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 #: Route modules, each `routes(ctx)`; one line per browser face.
 MODULES = [
     "controlplane.proxy.vnc",
+    "controlplane.proxy.terminal",
 ]
 
 

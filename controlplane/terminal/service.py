@@ -144,13 +144,14 @@ def serve(settings: Settings, *, ssh_bind: str | None, socket_path: str | None =
     host = Host(settings.installation_id, uri=settings.libvirt_uri)
     hub = PtyHub(settings, db, workspace_vms(settings, host), notify=notifier(settings.run_dir / "agent.sock"))
     proxy = ProxySessions(hub, Path(socket_path) if socket_path else default_socket(settings))
-    proxy.listen()
-    threads = [threading.Thread(target=proxy.serve_forever, name="terminal-proxy", daemon=True)]
     gateway = None
+    threads = []
     if ssh_bind and ssh_bind.lower() != "none":
         gateway = Gateway(hub, SshKeys(db), host_key(settings.state_dir / "ssh_host_ed25519_key"))
         gateway.listen(ssh_bind)
         threads.append(threading.Thread(target=gateway.serve_forever, name="ssh-gateway", daemon=True))
+    proxy.listen()     # last: its socket appearing says the service is ready
+    threads.append(threading.Thread(target=proxy.serve_forever, name="terminal-proxy", daemon=True))
     for thread in threads:
         thread.start()
     log.info("terminal service: proxy socket %s, ssh %s", proxy.path, ssh_bind if gateway else "off")
