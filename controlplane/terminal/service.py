@@ -139,7 +139,8 @@ def serve(settings: Settings, *, ssh_bind: str | None, socket_path: str | None =
     from .sshgate import Gateway, host_key
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("paramiko").setLevel(logging.WARNING)
+    logging.getLogger("paramiko").setLevel(logging.DEBUG if os.environ.get("OPENHOSTING_SSH_DEBUG") else
+                                            logging.WARNING)
     db = Database(settings)
     host = Host(settings.installation_id, uri=settings.libvirt_uri)
     hub = PtyHub(settings, db, workspace_vms(settings, host), notify=notifier(settings.run_dir / "agent.sock"))

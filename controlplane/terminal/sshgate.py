@@ -158,6 +158,7 @@ class Gateway:
             transport.start_server(server=server)
             chan = transport.accept(60)
             if chan is None:
+                log.info("ssh: no session opened within 60 s (authenticated: %s)", transport.is_authenticated())
                 return
             if not server.ready.wait(60):
                 self._refuse(chan, "no shell or command requested")
