@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import paramiko
@@ -50,18 +51,29 @@ def host_key(path: Path) -> paramiko.PKey:
     return paramiko.Ed25519Key(filename=str(path))
 
 
-class _Server(paramiko.ServerInterface):
-    """One connection's answers to the client's requests (paramiko calls these on its thread)."""
+class _Request:
+    """What the client asked of one session channel: a terminal (rows, cols), then a shell or a command."""
 
-    def __init__(self, gate: "Gateway"):
-        self.gate = gate
-        self.workspace_id = ""
-        self.owner: str | None = None
+    def __init__(self):
         self.pty: tuple[int, int] | None = None
         self.kind: str | None = None
         self.command: str | None = None
         self.session = None
         self.ready = threading.Event()
+
+
+class _Server(paramiko.ServerInterface):
+    """One connection's answers to the client's requests (paramiko calls these on its thread); a
+    connection may open several session channels (one per command of a client that reuses it)."""
+
+    def __init__(self, gate: "Gateway"):
+        self.gate = gate
+        self.workspace_id = ""
+        self.owner: str | None = None
+        self.requests: dict[int, _Request] = {}
+
+    def request(self, channel) -> _Request:
+        return self.requests.setdefault(channel.get_id(), _Request())
 
     def get_allowed_auths(self, username):
         return "publickey"
@@ -79,35 +91,39 @@ class _Server(paramiko.ServerInterface):
 
     def check_channel_request(self, kind, chanid):
         if kind == "session":
+            self.requests[chanid] = _Request()
             return paramiko.OPEN_SUCCEEDED
         return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
     def check_channel_pty_request(self, channel, term, width, height, pixelwidth, pixelheight, modes):
-        self.pty = (height or 24, width or 80)
+        self.request(channel).pty = (height or 24, width or 80)
         return True
 
     def check_channel_window_change_request(self, channel, width, height, pixelwidth, pixelheight):
-        self.pty = (height or 24, width or 80)
-        if self.session is not None:
+        req = self.request(channel)
+        req.pty = (height or 24, width or 80)
+        if req.session is not None:
             try:
-                self.session.resize(*self.pty)
+                req.session.resize(*req.pty)
             except Exception:  # noqa: BLE001 (a session that just ended)
                 pass
         return True
 
     def check_channel_shell_request(self, channel):
-        if self.kind is not None:
+        req = self.request(channel)
+        if req.kind is not None:
             return False
-        self.kind = "shell"
-        self.ready.set()
+        req.kind = "shell"
+        req.ready.set()
         return True
 
     def check_channel_exec_request(self, channel, command):
-        if self.kind is not None:
+        req = self.request(channel)
+        if req.kind is not None:
             return False
-        self.kind = "exec"
-        self.command = command.decode("utf-8", "replace")
-        self.ready.set()
+        req.kind = "exec"
+        req.command = command.decode("utf-8", "replace")
+        req.ready.set()
         return True
 
     def check_channel_env_request(self, channel, name, value):
@@ -156,42 +172,58 @@ class Gateway:
         server = _Server(self)
         try:
             transport.start_server(server=server)
-            chan = transport.accept(60)
-            if chan is None:
-                log.info("ssh: no session opened within 60 s (authenticated: %s)", transport.is_authenticated())
-                return
-            if not server.ready.wait(60):
-                self._refuse(chan, "no shell or command requested")
-                return
-            self._session(chan, server)
+            idle_since = time.monotonic()
+            while transport.is_active():
+                chan = transport.accept(1.0)
+                if chan is None:
+                    if not transport.is_authenticated() and time.monotonic() - idle_since > 120:
+                        log.info("ssh: no authentication within 120 s")
+                        return
+                    continue
+                threading.Thread(target=self._channel, args=(chan, server), name="ssh-channel",
+                                 daemon=True).start()
         except (paramiko.SSHException, EOFError, OSError) as exc:
             log.info("ssh: connection ended: %s", exc)
         except Exception:  # noqa: BLE001
-            log.exception("ssh: session failed")
+            log.exception("ssh: connection failed")
         finally:
             transport.close()
+
+    def _channel(self, chan: paramiko.Channel, server: _Server) -> None:
+        try:
+            req = server.request(chan)
+            if not req.ready.wait(60):
+                self._refuse(chan, "no shell or command requested")
+                return
+            self._session(chan, server, req)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            log.info("ssh: session ended: %s", exc)
+        except Exception:  # noqa: BLE001
+            log.exception("ssh: session failed")
+            chan.close()
 
     def _refuse(self, chan: paramiko.Channel, reason: str) -> None:
         chan.sendall_stderr(f"openhosting: {reason}\r\n".encode())
         chan.send_exit_status(1)
+        chan.shutdown_write()
         chan.close()
 
-    def _session(self, chan: paramiko.Channel, server: _Server) -> None:
+    def _session(self, chan: paramiko.Channel, server: _Server, req: _Request) -> None:
         if server.owner is None:
             self._refuse(chan, f"no workspace {server.workspace_id[:64]} for this user")
             return
         try:
             entry = self.hub.enter(server.owner, server.workspace_id, auto_resume=True)
-            if server.kind == "shell" and server.pty is not None:
-                proc = self.hub.open_shell(entry, *server.pty)
+            if req.kind == "shell" and req.pty is not None:
+                proc = self.hub.open_shell(entry, *req.pty)
             else:
-                proc = self.hub.run(entry, server.command, pty=server.pty)
+                proc = self.hub.run(entry, req.command, pty=req.pty)
         except Refused as exc:
             self._refuse(chan, str(exc))
             return
         try:
             if hasattr(proc, "resize"):
-                server.session = proc
+                req.session = proc
                 status, reason = self._relay_pty(chan, proc, entry.workspace_id)
             else:
                 status, reason = self._relay_exec(chan, proc, entry.workspace_id)
@@ -200,6 +232,7 @@ class Gateway:
         if reason:
             chan.sendall_stderr(f"\r\nopenhosting: {reason}\r\n".encode())
         chan.send_exit_status(status)
+        chan.shutdown_write()
         chan.close()
 
     def _relay_pty(self, chan: paramiko.Channel, session, workspace_id: str) -> tuple[int, str]:
