@@ -115,3 +115,33 @@ def test_page_with_spent_ticket_says_refused(installation, page):  # noqa: F811
     page.wait_for_selector("body[data-state=refused]", timeout=30_000)
     assert "refused" in page.inner_text("#detail")
     assert ticket not in page.url          # the page removed it from the address bar
+
+
+def test_vnc_authentication_and_handshake_pieces():
+    from controlplane.proxy import rfb
+
+    # DES itself: the classic worked example (key 133457799BBCDFF1, block 0123456789ABCDEF)
+    subkeys = rfb._subkeys(bytes.fromhex("133457799BBCDFF1"))
+    assert rfb._des_block(subkeys, bytes.fromhex("0123456789ABCDEF")).hex() == "85e813540f0ab405"
+    # VNC mirrors the key's bits and uses the first 8 characters only
+    challenge = bytes(range(16))
+    assert rfb.vnc_response("password", challenge) == rfb.vnc_response("password-and-more", challenge)
+    assert rfb.vnc_response("a", challenge) != rfb.vnc_response("b", challenge)
+    assert rfb.answer_none(b"RFB 003.008\n") == (b"\x01\x01", 1)
+    assert rfb.answer_none(b"RFB 003.003\n") == (b"\x00\x00\x00\x01", 0)
+    assert rfb.security_result(b"RFB 003.008\n") == b"\x00\x00\x00\x00"
+    assert rfb.security_result(b"RFB 003.007\n") == b""
+    with pytest.raises(rfb.RfbError):
+        rfb.answer_none(b"GET / HTTP/1.1")
+
+
+def test_proxy_restarts_alone(fresh_installation):
+    inst = fresh_installation()
+    server = str(uuid.uuid4())
+    ticket, _ = tickets(inst).issue("vnc", server, None)
+    inst.stop_proxy()
+    inst.start_proxy()          # nothing else restarted: the API and agent keep running
+    assert get(inst, "/health")[0] == 200
+    assert inst.client().get("/drives/list", auth=False).status == 401
+    assert ws_status(inst, f"/vnc/{server}/ws", ticket) == 403   # the ticket was checked by the new one
+    assert tickets(inst).claim("vnc", ticket, server) is None

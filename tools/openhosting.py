@@ -7,6 +7,11 @@ The URL is $OHURI followed by the arguments joined by '/'; every call is a POST,
 $OHAUTH (<user uuid>:<secret API key>, or only the uuid to be asked for the key). The server's
 answer is printed as it came; an error prints its X-Elastic-Error type and message on standard
 error and exits 1.
+
+    openhosting console SERVER
+
+prints a one-time link to the server's console page (POST /servers/SERVER/console): open it in a
+browser within a minute.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                "  openhosting drives list\n"
                "  openhosting -c drives create <<EOF\n  name TestDrive\n  size 10G\n  EOF\n"
                "  openhosting -f image.raw drives <DRIVE> write\n"
-               "  openhosting -j servers <SERVER> info",
+               "  openhosting -j servers <SERVER> info\n"
+               "  openhosting console <SERVER>      (a one-time browser link to its VNC console)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     body = parser.add_mutually_exclusive_group()
@@ -60,9 +66,15 @@ def request_path(words: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     words = [args.command, *args.args]
+    console = args.command == "console" and not (args.file or args.stdin)
+    if console:
+        if len(args.args) != 1:
+            print(f"{PROG}: usage: {PROG} console SERVER", file=sys.stderr)
+            return EXIT_USAGE
+        words = ["servers", args.args[0], "console"]
     data_call = "write" in words  # the body is drive data, not key/value text
     headers = {}
-    if args.json:
+    if args.json or console:
         headers["Accept"] = "application/json"
     try:
         endpoint = Endpoint.from_env()
@@ -94,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     out = sys.stdout.buffer
+    if console and not args.json:
+        import json
+
+        out.write(json.loads(resp.body)["url"].encode() + b"\n")
+        out.flush()
+        return EXIT_OK
     out.write(resp.body)
     if sys.stdout.isatty() and resp.body and not resp.body.endswith(b"\n"):
         out.write(b"\n")  # JSON answers carry no final newline; keep the prompt on its own line

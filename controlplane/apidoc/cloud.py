@@ -107,6 +107,16 @@ SCHEMAS = {
         },
         "additionalProperties": False,
     },
+    "Console": {
+        "type": "object",
+        "required": ["server", "url", "expires"],
+        "properties": {
+            "server": UUID,
+            "url": {"type": "string", "description": "the console page; the one-time ticket is its #fragment"},
+            "expires": {**INT, "description": "Unix time after which the link no longer opens"},
+        },
+        "additionalProperties": False,
+    },
     "Resource": {
         "type": "object",
         "required": ["type", "resource", "user"],
@@ -243,4 +253,8 @@ def paths() -> dict:
                             ("reset", "Reset"), ("destroy", "Destroy (stops it first)")):
         out[f"/servers/{{server}}/{action}"] = {"post": operation(
             f"server_{action}", TAG, summary, {**_no_content(), **_err(402, 409)}, params=[SERVER])}
+    out["/servers/{server}/console"] = {"post": operation(
+        "server_console", TAG, "A one-time link to the server's VNC console in the browser (opens within a minute; "
+        "409 when the server is not running or has no VNC password)",
+        {"200": _ok(_ref("Console")), **_err(409)}, params=[SERVER])}
     return out

@@ -9,6 +9,8 @@ vnc.py), `/terminal/…` (workspace terminals), `/pads/…` pages and `/rooms/�
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import logging
 import os
@@ -17,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -63,6 +66,31 @@ def make_context(settings: Settings) -> ProxyContext:
     return ProxyContext(settings=settings, db=db, gate=gate)
 
 
+SWEEP_INTERVAL = 600.0
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    """Delete long-expired tickets every SWEEP_INTERVAL seconds while the proxy runs."""
+    ctx: ProxyContext = app.state.ctx
+
+    async def sweeper():
+        while True:
+            try:
+                swept = await run_in_threadpool(ctx.gate.tickets.sweep)
+                if swept:
+                    logging.getLogger("openhosting.proxy").info("swept %d expired tickets", swept)
+            except Exception:
+                logging.getLogger("openhosting.proxy").exception("ticket sweep")
+            await asyncio.sleep(SWEEP_INTERVAL)
+
+    task = asyncio.create_task(sweeper())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
 async def health(request):
     return PlainTextResponse("ok\n")
 
@@ -75,6 +103,6 @@ def build_app(settings: Settings | None = None) -> Starlette:
         routes.extend(importlib.import_module(name).routes(ctx))
     routes.append(Mount("/static/vendor", StaticFiles(directory=vendor_dir(), check_dir=False), name="vendor"))
     routes.append(Mount("/static", StaticFiles(directory=STATIC), name="static"))
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.ctx = ctx
     return app

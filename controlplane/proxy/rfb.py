@@ -106,7 +106,7 @@ async def _read(reader: asyncio.StreamReader, n: int) -> bytes:
         raise RfbError("the VNC server closed the connection during the handshake") from None
 
 
-async def login(host: str, port: int, password: str, timeout: float = 10.0
+async def login(host: str, port: int, password: str, timeout: float = 30.0
                 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connect to a VNC server and authenticate (RFB 3.8, VNC authentication, or none when the server
     asks for none); returns the streams positioned where the client sends ClientInit."""

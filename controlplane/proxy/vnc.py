@@ -86,7 +86,9 @@ def routes(ctx) -> list:
             return
         target, address = found
         try:
-            reader, writer = await rfb.login(address.listen, address.port, target.password)
+            # QEMU checks the live definition's password (a password set while the server runs is
+            # stored at once but reaches QEMU at its next start); the stored one is the fallback
+            reader, writer = await rfb.login(address.listen, address.port, address.password or target.password)
         except rfb.RfbError as exc:
             await ctx.gate.refuse(websocket, f"VNC login to server {server}: {exc}")
             return

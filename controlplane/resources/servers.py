@@ -6,6 +6,7 @@ import falcon
 
 from ..bodies import read_fields
 from ..http import no_content, send_list, send_many, send_one
+from ..services.consoles import Consoles
 from ..services.servers import Servers
 
 
@@ -62,6 +63,16 @@ class ServerAction(_Base):
         no_content(resp)
 
 
+class ServerConsole:
+    """A one-time link to the server's console page in the browser (the console proxy's)."""
+
+    def __init__(self, consoles: Consoles):
+        self.consoles = consoles
+
+    def on_post(self, req, resp, server):
+        send_one(req, resp, self.consoles.open_vnc(req.context.user, server))
+
+
 def add_routes(app: falcon.App, servers: Servers, limit: int) -> None:
     app.add_route("/servers/list", ServerList(servers, limit))
     app.add_route("/servers/info", ServerInfoAll(servers, limit))
@@ -71,3 +82,4 @@ def add_routes(app: falcon.App, servers: Servers, limit: int) -> None:
     app.add_route("/servers/{server}/set", ServerSet(servers, limit))
     for action in ("start", "stop", "shutdown", "reset", "destroy"):
         app.add_route(f"/servers/{{server}}/{action}", ServerAction(servers, limit, action))
+    app.add_route("/servers/{server}/console", ServerConsole(Consoles(servers.db, servers.settings)))
