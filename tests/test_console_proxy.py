@@ -73,6 +73,10 @@ def test_proxy_serves_pages_and_pinned_assets(installation):
         assert get(installation, path)[0] == 200, path
     assert get(installation, "/static/vendor/../../controlplane/config.py")[0] == 404
     assert get(installation, "/nothing")[0] == 404
+    # a ticket sent in a query string anyway is masked in the access log
+    assert get(installation, "/health?ticket=query-secret-123&x=1")[0] == 200
+    log = (installation.state_dir / "proxy.log").read_text()
+    assert "query-secret-123" not in log and "/health?ticket=***&x=1" in log
 
 
 def test_websocket_refused_before_upgrade(installation):

@@ -244,6 +244,14 @@ def test_browser_shows_the_screen_and_why_it_ended(site, owner, iso, page, tmp_p
     if os.environ.get("OPENHOSTING_TEST_SCREENSHOTS"):
         shot.replace(os.path.join(os.environ["OPENHOSTING_TEST_SCREENSHOTS"], "console.png"))
     assert "#" not in page.url      # the ticket left the address bar
+    # the screen scales with the window, keeping its aspect
+    def shown_width():
+        return page.evaluate("() => document.querySelector('#screen canvas').getBoundingClientRect().width")
+
+    wide = shown_width()
+    page.set_viewport_size({"width": 500, "height": 400})
+    wait_for(lambda: shown_width() <= 500, timeout=30, interval=0.2, what="the screen to shrink with the window")
+    assert shown_width() < wide
     assert owner.post(f"/servers/{sid}/stop").status == 204
     page.wait_for_selector("body[data-state=disconnected]", timeout=60_000)
     assert page.inner_text("#detail") == "The server stopped."
