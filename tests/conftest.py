@@ -42,6 +42,7 @@ def new_installation(tmp: Path, backend: str, **env) -> tuple[Installation, call
     state.chmod(0o711)
 
     def drop():
+        inst.purge_libvirt()   # its networks too: a persistent network left behind keeps its range taken
         drop_db()
         if not os.environ.get("OPENHOSTING_TEST_KEEP"):
             shutil.rmtree(state, ignore_errors=True)

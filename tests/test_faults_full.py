@@ -92,3 +92,4 @@ def test_pool_file_system_full(small_fs, reserve):
         assert api.get(f"/drives/{drive}/info").kv()["name"] == "renamed"
     finally:
         inst.stop()
+        inst.purge_libvirt()

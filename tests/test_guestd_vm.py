@@ -8,16 +8,16 @@ import hashlib
 import os
 import time
 
-import libvirt
 import pytest
 
 import hypervisor as hv
 from hypervisor.connection import Connection
-from hypervisor.microvm import SandboxImage, WarmPool, guestd, purge, runport
+from hypervisor.microvm import WarmPool, guestd, purge, runport
 from hypervisor.microvm.guest_channel import GuestChannel
 from hypervisor.microvm.guestd import GuestNoParent, GuestNotFound, GuestOutside, GuestUnsafeArchive
 
 from .conftest import STATE_ROOT
+from .microvm_support import base_image, timing
 from .guestd_support import make_tar
 
 pytestmark = pytest.mark.vm
@@ -29,25 +29,9 @@ WORK = STATE_ROOT / "guestd-work"
 WS = "/home/user/workspace"
 
 
-def timing(name: str, seconds: float) -> float:
-    print(f"TIMING {name} {seconds:.3f}")
-    return seconds
-
-
 @pytest.fixture(scope="module")
 def vm():
-    try:
-        libvirt.open("qemu:///system").close()
-    except libvirt.libvirtError as exc:
-        pytest.skip(f"no libvirtd: {exc}")
-    from storage.guest import build_image
-    STATE_ROOT.mkdir(mode=0o711, parents=True, exist_ok=True)
-    out = STATE_ROOT / "sandbox-image"
-    built = build_image("base", out)
-    for path in (STATE_ROOT, out):
-        path.chmod(0o711)
-    image = SandboxImage(slug="base", base=built["rootfs"], kernel=built["kernel"], initramfs=built["initramfs"],
-                         cmdline=built["cmdline"], memory_mib=built["memory"])
+    image = base_image()
     host = hv.Host(INSTALLATION, Connection("qemu:///system"))
     purge(host, WORK)
     pool = WarmPool(host, image, WORK, size=1)

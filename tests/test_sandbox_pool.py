@@ -23,6 +23,7 @@ from hypervisor.microvm import (RUN_CHANNEL, INLINE_FILES, KIND, PoolBroken, Poo
                                  WarmPool, purge)
 
 from .conftest import STATE_ROOT
+from .microvm_support import base_image, timing
 
 pytestmark = pytest.mark.vm
 
@@ -30,11 +31,6 @@ INSTALLATION = f"sbx{os.getpid()}"
 OTHER = f"sbx{os.getpid()}b"
 WORK = STATE_ROOT / "sandbox-work"
 PY = "python3 -c 'print(1+1)'"
-
-
-def timing(name: str, seconds: float) -> float:
-    print(f"TIMING {name} {seconds:.3f}")
-    return seconds
 
 
 def running_names(conn: libvirt.virConnect) -> set[str]:
@@ -57,21 +53,7 @@ def wait_until(predicate, timeout: float, what: str):
 
 @pytest.fixture(scope="module")
 def image() -> SandboxImage:
-    try:
-        libvirt.open("qemu:///system").close()
-    except libvirt.libvirtError as exc:
-        pytest.skip(f"no libvirtd: {exc}")
-    from storage.guest import build_image
-    STATE_ROOT.mkdir(mode=0o711, parents=True, exist_ok=True)
-    out = STATE_ROOT / "sandbox-image"
-    try:
-        built = build_image("base", out)
-    except Exception as exc:     # no debootstrap mirror or no root: nothing to boot
-        pytest.skip(f"no guest image: {exc}")
-    for path in (STATE_ROOT, out):
-        path.chmod(0o711)
-    return SandboxImage(slug="base", base=built["rootfs"], kernel=built["kernel"], initramfs=built["initramfs"],
-                        cmdline=built["cmdline"], memory_mib=built["memory"])
+    return base_image()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import os
 import time
 from pathlib import Path
 
-import libvirt
 import pytest
 
 import hypervisor as hv
@@ -19,6 +18,7 @@ from hypervisor.microvm import SandboxImage, purge
 from hypervisor.microvm.workspace import KIND, WorkspaceVMs, purge as purge_workspaces
 
 from .conftest import STATE_ROOT
+from .microvm_support import base_image
 
 pytestmark = pytest.mark.vm
 
@@ -62,18 +62,7 @@ def wait_counts(vms: WorkspaceVMs, ws: str, at_least: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def image() -> SandboxImage:
-    try:
-        libvirt.open("qemu:///system").close()
-    except libvirt.libvirtError as exc:
-        pytest.skip(f"no libvirtd: {exc}")
-    from storage.guest import build_image
-    STATE_ROOT.mkdir(mode=0o711, parents=True, exist_ok=True)
-    out = STATE_ROOT / "sandbox-image"
-    built = build_image("base", out)
-    for path in (STATE_ROOT, out):
-        path.chmod(0o711)
-    return SandboxImage(slug="base", base=built["rootfs"], kernel=built["kernel"], initramfs=built["initramfs"],
-                        cmdline=built["cmdline"], memory_mib=built["memory"])
+    return base_image()
 
 
 @pytest.fixture(scope="module")

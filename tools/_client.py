@@ -581,3 +581,25 @@ class Transfer:
     @property
     def ok(self) -> bool:
         return self.error is None and not self.interrupted
+
+
+def run_transfer(prog: str, work: Callable[[Client], int]) -> int:
+    """Run one transfer command: `work` gets a client from the environment and returns the exit status;
+    errors become one line on stderr and the documented exit status, and the client is always closed."""
+    terminate_as_interrupt()
+    client = None
+    try:
+        client = Client(Endpoint.from_env())
+        return work(client)
+    except UsageError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ApiError, TransportError, Failure) as exc:
+        print(f"{prog}: {describe(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if client is not None:
+            client.close()

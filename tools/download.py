@@ -20,10 +20,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as tools/download.py from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools._client import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ApiError, Chunk, Client,
-                           Endpoint, Failure, Progress, StateFile, Transfer, TransportError, UsageError,
+from tools._client import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Chunk, Client,
+                           Failure, Progress, StateFile, Transfer, UsageError,
                            chunk_plan, command_name, describe, drive_info, from_ranges, is_zero,
-                           read_range, size_arg, terminate_as_interrupt, warn, with_retries)
+                           read_range, run_transfer, size_arg, warn, with_retries)
 
 PROG = "openhosting-download"
 DEFAULT_CHUNK = 5242880
@@ -198,23 +198,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    terminate_as_interrupt()
-    client = None
-    try:
-        client = Client(Endpoint.from_env())
-        return Downloader(args, client).run()
-    except UsageError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ApiError, TransportError, Failure) as exc:
-        print(f"{PROG}: {describe(exc)}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    finally:
-        if client is not None:
-            client.close()
+    return run_transfer(PROG, lambda client: Downloader(args, client).run())
 
 
 if __name__ == "__main__":

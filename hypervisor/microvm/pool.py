@@ -250,8 +250,7 @@ class ClonePool:
                 failures += 1
                 self._failed(f"template: {exc}", failures)
                 log.exception("template of sandbox image %s failed (%d in a row)", self.image.slug, failures)
-                with self._cond:
-                    self._cond.wait(backoff)
+                self._pause(backoff)
                 backoff = min(backoff * 2, 60)
         if self._closed:
             return
@@ -261,6 +260,17 @@ class ClonePool:
             thread.start()
         for thread in fillers:
             thread.join()
+
+    def _pause(self, seconds: float) -> None:
+        """Wait `seconds` after a failure, or until the pool closes. Other notifications (a VM released,
+        a waiter leaving) do not cut it short: they would turn the backoff into a busy retry."""
+        deadline = time.monotonic() + seconds
+        with self._cond:
+            while not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(left)
 
     def _failed(self, error: str | None, failures: int = 0) -> None:
         """Record the last failure (None: a success); past BROKEN_AFTER in a row, waiting runs fail."""
@@ -293,7 +303,7 @@ class ClonePool:
                     self._rebuild_template(template)
                 with self._cond:
                     self._preparing -= 1
-                    self._cond.wait(min(30.0, 0.5 * 2 ** failures))
+                self._pause(min(30.0, 0.5 * 2 ** failures))
                 continue
             with self._cond:
                 self._preparing -= 1
