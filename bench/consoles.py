@@ -10,7 +10,8 @@ VNC (one server booting the tiny test guest from a CD-ROM, VNC password set):
 - idle sessions: `--sessions` VNC sessions through one proxy process (each past ServerInit, then
   silent), the proxy worker's RSS before and with them held (target: 200 sessions under 150 MiB).
   QEMU's VNC server takes 32 clients at most, so the sessions are spread over servers, 25 each.
-Terminal numbers join this file from the workspace terminal's branch.
+Terminal numbers: `bench/consoles_terminal.py` (`python -m bench.consoles_terminal`: workspace_url →
+first prompt, keystroke echo p50/p99 through the proxy, through SSH and a local PTY floor).
 """
 
 from __future__ import annotations

@@ -52,12 +52,14 @@ class WorkspacesFace:
     files: object
     accelerator: object  # () -> "kvm" | "tcg"
     submissions: object = None
+    ssh_keys: object = None  # services.ssh_keys.SshKeys
 
 
 def build_workspaces_face(settings: Settings, db: Database, host, notify) -> WorkspacesFace:
     from storage.projects import ProjectFiles, WorkspaceUploads
 
     from .services.projects import Projects
+    from .services.ssh_keys import SshKeys
     from .services.tokens import Tokens
     from .services.workspace_files import WorkspaceFiles
     from .services.workspace_guest import guest_factory
@@ -73,7 +75,8 @@ def build_workspaces_face(settings: Settings, db: Database, host, notify) -> Wor
                               notify=notify)
     return WorkspacesFace(tokens=Tokens(db), projects=projects, workspaces=workspaces,
                           files=WorkspaceFiles(workspaces, guest_factory(settings, host)),
-                          accelerator=lambda: str(host.accelerator), submissions=submissions)
+                          accelerator=lambda: str(host.accelerator), submissions=submissions,
+                          ssh_keys=SshKeys(db))
 
 
 def build_services(settings: Settings) -> Services:
@@ -130,6 +133,10 @@ def create_app(services: Services) -> falcon.App:
             from .resources import submissions as submission_resources
 
             submission_resources.add_routes(app, face.submissions, services.settings.public_url)
+        if face.ssh_keys is not None:
+            from .resources import ssh_keys as ssh_key_resources
+
+            ssh_key_resources.add_routes(app, face.ssh_keys)
     if services.pads:
         padwiring.add_routes(app, services.pads)
     description.add_routes(app, table)

@@ -103,6 +103,8 @@ class Settings:
     pad_monthly_limit: int = 0
     session_ttl: int = 86400
     libvirt_uri: str = "qemu:///system"
+    # The SSH gateway to workspaces (terminal service): HOST:PORT, or "none".
+    ssh_bind: str = "127.0.0.1:2222"
     extra: dict = field(default_factory=dict)
 
     @property
@@ -191,4 +193,5 @@ class Settings:
             pad_monthly_limit=int(env.get("OPENHOSTING_PAD_MONTHLY_LIMIT", cls.pad_monthly_limit)),
             session_ttl=int(env.get("OPENHOSTING_SESSION_TTL", cls.session_ttl)),
             libvirt_uri=env.get("OPENHOSTING_LIBVIRT_URI", cls.libvirt_uri),
+            ssh_bind=env.get("OPENHOSTING_SSH_BIND", cls.ssh_bind).strip(),
         )

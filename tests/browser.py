@@ -23,28 +23,30 @@ CHROMIUM = os.environ.get("OPENHOSTING_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]
 
 
-_shared: list = []   # the one chromium of the session
+# One Playwright (and chromium) per test process, shared by every module that imports the fixture:
+# each importing module gets its own session-scoped copy of it, and a second sync_playwright() in the
+# same thread fails ("Sync API inside the asyncio loop") while the first still runs.
+_SHARED: dict = {"users": 0}
 
 
 @pytest.fixture(scope="session")
 def browser():
-    # Each module that imports this fixture gets its own session fixture, but Playwright's sync API
-    # allows one instance per thread: the first starts chromium, the others reuse it.
-    if _shared:
-        yield _shared[0]
-        return
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run tools/setup.sh --with-browser (tools/test.sh does)")
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        _shared.append(chromium)
-        try:
-            yield chromium
-        finally:
-            _shared.clear()
-            chromium.close()
+    if _SHARED["users"] == 0:
+        _SHARED["pw"] = sync_playwright().start()
+        _SHARED["chromium"] = _SHARED["pw"].chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                            args=LAUNCH_ARGS)
+    _SHARED["users"] += 1
+    try:
+        yield _SHARED["chromium"]
+    finally:
+        _SHARED["users"] -= 1
+        if _SHARED["users"] == 0:
+            _SHARED.pop("chromium").close()
+            _SHARED.pop("pw").stop()
 
 
 @pytest.fixture

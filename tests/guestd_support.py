@@ -51,8 +51,9 @@ class HostGuest:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start(raw: bool = False, **kw) -> HostGuest:
-    """oh-guest on a socketpair; ``raw``: no GuestChannel yet (the test speaks on ``sock``)."""
+def start(raw: bool = False, args: tuple[str, ...] = (), **kw) -> HostGuest:
+    """oh-guest on a socketpair; ``raw``: no GuestChannel yet (the test speaks on ``sock``); ``args``:
+    more of oh-guest's options (e.g. ``--only``)."""
     binary = guestd.build(CACHE, static=False)
     root = Path(tempfile.mkdtemp(prefix="oh-guest-"))
     root.chmod(0o755)
@@ -61,7 +62,7 @@ def start(raw: bool = False, **kw) -> HostGuest:
     (root / "outside" / "secret").write_text("root's\n")
     host_end, guest_end = socketpair()
     process = subprocess.Popen([str(binary), "--fd", str(guest_end.fileno()), "--uid", str(UID), "--gid", str(GID),
-                                "--home", str(root / "home"), "--no-clock"], pass_fds=[guest_end.fileno()])
+                                "--home", str(root / "home"), "--no-clock", *args], pass_fds=[guest_end.fileno()])
     guest_end.close()
     if raw:
         return HostGuest(None, process, root, host_end)

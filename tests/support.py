@@ -120,6 +120,8 @@ class Installation:
     port: int = 0
     api: subprocess.Popen | None = None
     agent: subprocess.Popen | None = None
+    terminal: subprocess.Popen | None = None   # the terminal service (SSH gateway + proxy sessions)
+    ssh_port: int = 0
     console_port: int = 0                     # the console proxy's (picked on first use)
     proxy: subprocess.Popen | None = None
     _accounts: object = None
@@ -214,6 +216,26 @@ class Installation:
         self.agent = subprocess.Popen([ADMIN, "agent"], env=self.env, stdout=log, stderr=log,
                                       start_new_session=True)
 
+    def start_terminal(self) -> None:
+        """The terminal service (workspaces' terminal ports): SSH on a free loopback port, the
+        proxy's Unix socket under the run directory; waits until both listen."""
+        self.ssh_port = self.ssh_port or free_port()
+        log = open(self.state_dir / "terminal.log", "ab")
+        self.terminal = subprocess.Popen([ADMIN, "terminal-service", "--ssh-bind", f"127.0.0.1:{self.ssh_port}"],
+                                         env=self.env, stdout=log, stderr=log, start_new_session=True)
+        sock = self.state_dir / "run" / "terminal.sock"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.terminal.poll() is not None:
+                raise RuntimeError(f"terminal service exited: {(self.state_dir / 'terminal.log').read_text()[-2000:]}")
+            if sock.exists():      # made after the SSH listener
+                return
+            time.sleep(0.05)
+        raise RuntimeError("terminal service did not start")
+
+    def stop_terminal(self, sig: int = signal.SIGTERM) -> None:
+        self._stop(self.terminal, sig)
+
     @staticmethod
     def _stop(proc: subprocess.Popen | None, sig: int) -> None:
         if proc is None or proc.poll() is not None:
@@ -235,6 +257,7 @@ class Installation:
         self._stop(self.agent, sig)
 
     def stop(self) -> None:
+        self.stop_terminal()
         self.stop_agent()
         self.stop_proxy()
         self.stop_api()

@@ -297,6 +297,26 @@ def test_pty_close_hangs_up_but_nohup_and_setsid_survive(ch, guest):
     os.kill(setsid_pid, 9)
 
 
+def test_terminal_port_serves_only_pty_and_exec():
+    """The terminal port's instance (``--only pty,exec``, as the template starts it) opens shells and
+    runs commands, and refuses files, spawn and the clock with a clear error."""
+    g = start(args=("--only", guestd.PTY_OPS))
+    try:
+        ch = g.channel
+        assert ch.exec("echo $((6*7))").stdout == b"42\n"
+        pty = ch.pty_open(rows=20, cols=70)
+        pty.write(b"stty size\n")
+        pty.read_until(b"20 70", 10)
+        pty.close()
+        for call in (lambda: ch.put_file("x", b"data"), lambda: ch.get_file("x"), lambda: ch.stat("."),
+                     lambda: ch.listdir(""), lambda: ch.spawn("true"), lambda: ch.sync_time()):
+            with pytest.raises(GuestBadRequest, match="not served on this port"):
+                call()
+        assert not (g.workspace / "x").exists()
+    finally:
+        assert g.stop() == 0
+
+
 def test_several_ptys_at_once(ch):
     ptys = [ch.pty_open() for _ in range(4)]
     for i, pty in enumerate(ptys):

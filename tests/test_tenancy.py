@@ -41,6 +41,7 @@ IDS = {
     "project_id": ("project", lambda: secrets.token_hex(16)),
     "workspace_id": ("workspace", lambda: secrets.token_hex(16)),
     "submission_id": ("submission", lambda: str(10**9 + secrets.randbelow(10**6))),
+    "key_id": ("ssh_key", lambda: str(10**9 + secrets.randbelow(10**6))),
 }
 # Path parameters that are values, not objects.
 VALUES = {"offset": "0", "size": "4096", "mode": "gzip", "kind": "vlan",  # with {name}: the resource's own kind
@@ -107,11 +108,24 @@ def make_objects(site, api, tmp) -> dict:
     body, ctype = named_multipart({"project_id": project}, {"source": ("s.tar.gz", targz({"workspace/a.py": b"1"}))})
     submission = api.request("POST", V1 + "submissions", body, headers={"Content-Type": ctype})
     assert submission.status == 201, submission.text
+    key = api.request("POST", V1 + "ssh-keys", json.dumps({"key": ed25519_line()}),
+                      headers={"Content-Type": "application/json"})
+    assert key.status == 201, key.text
     return {"project": project, "workspace": workspace.json()["workspace"]["id"],
+            "ssh_key": str(key.json()["key"]["id"]),
             "submission": str(submission.json()["id"]),"drive": drive, "source": api.create_drive(1 << 20, name="source"), "server": server.kv()["server"],
             "resources": [("ip", ip.kv()["resource"]), ("vlan", vlan.kv()["resource"])], "sandbox": sandbox.json(),
             "pad": pad.json()["id"], "pad_environment": str(pad.json()["active_environment_id"]),
             "question": str(question.json()["id"])}
+
+
+def ed25519_line() -> str:
+    """A well-formed ssh-ed25519 public-key line with a random key (the API checks form, not curve)."""
+    import base64
+    import struct
+
+    blob = b"".join(struct.pack(">I", len(p)) + p for p in (b"ssh-ed25519", secrets.token_bytes(32)))
+    return "ssh-ed25519 " + base64.b64encode(blob).decode() + " tenancy"
 
 
 def ids_of(objs: dict) -> list[str]:
@@ -145,7 +159,10 @@ def view(api, objs: dict) -> dict:
     out["project"] = info(f"{V1}projects/{objs['project']}")
     out["workspace"] = info(f"{V1}workspaces/{objs['workspace']}")
     out["submission"] = info(f"{V1}submissions/{objs['submission']}")
-    out["v1_lists"] = [api.get(V1 + p).text for p in ("projects", "workspaces", "submissions")]
+    out["v1_lists"] = [api.get(V1 + p).text for p in ("projects", "workspaces", "submissions", "ssh-keys")]
+    # a workspace_url carries a fresh one-time terminal ticket each time: compare without it
+    out["workspace"]["workspace_url"] = out["workspace"]["workspace_url"].partition("#")[0]
+    out["v1_lists"] = [re.sub(r'#[A-Za-z0-9_-]{20,}"', '"', text) for text in out["v1_lists"]]
     return out
 
 

@@ -174,11 +174,15 @@ def test_create_forms_and_object(site, acct, tmp_path):
     assert ws["inactivity_timeout"] == 20 and ws["auto_resume"] is False and ws["workspace_token_required"]
     assert len(ws["workspace_token"]) == 36 and ws["retention_time_stopped"] == 30
     assert ws["retention_time_total"] == 100 == ws["max_storage_time"]
-    assert ws["workspace_url"].endswith(f"/workspace/{ws['id']}") and ws["workspace_url"].startswith("http")
+    # the terminal page on the console proxy, with a one-time ticket in the fragment (fresh every time)
+    page, _, ticket = ws["workspace_url"].partition("#")
+    assert page == f"{site.console_url}/terminal/{ws['id']}" and len(ticket) >= 40
     assert ws["streams"] == {"workspace_init_output": None, "workspace_init_error": None}
     assert ws["terminated_at"] is None and ws["last_usage"] is None and ws["workspace_init_failed"] is False
     assert json.loads(ws["config"])["version"] == 2.1
-    assert acct.get(f"/workspaces/{ws['id']}").json() == ws
+    again = acct.get(f"/workspaces/{ws['id']}").json()
+    assert again.pop("workspace_url").partition("#")[::2] != (page, ticket)
+    assert again == {k: v for k, v in ws.items() if k != "workspace_url"}
     r = acct.post_form("/workspaces", {"project_id": project, "auto_resume": "TRUE"})
     assert r.status == 201 and r.json()["workspace"]["workspace_token"] == ""
     r = acct.post_multipart("/workspaces", {"project_id": project},

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's run command: installs what is needed (idempotently), migrates the database, creates a
-# first user when there is none (printing its credentials), starts the agent and the console proxy
-# (${OPENHOSTING_CONSOLE_BIND:-127.0.0.1:8081}) and serves the API on ${OPENHOSTING_BIND:-127.0.0.1:8080}.
+# first user when there is none (printing its credentials), starts the agent, the console proxy
+# (${OPENHOSTING_CONSOLE_BIND:-127.0.0.1:8081}) and the terminal service (SSH on
+# ${OPENHOSTING_SSH_BIND:-127.0.0.1:2222}) and serves the API on ${OPENHOSTING_BIND:-127.0.0.1:8080}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
@@ -25,5 +26,9 @@ agent=$!
 export OPENHOSTING_CONSOLE_BIND="${OPENHOSTING_CONSOLE_BIND:-127.0.0.1:8081}"
 $admin console-proxy --bind "$OPENHOSTING_CONSOLE_BIND" >>"$state/log/console-proxy.log" 2>&1 &
 proxy=$!
-trap 'kill $agent $proxy 2>/dev/null || true' EXIT
+# The terminal service: holds workspaces' terminal ports for the proxy's terminal pages and serves the
+# SSH gateway on ${OPENHOSTING_SSH_BIND:-127.0.0.1:2222} ("none": no SSH).
+$admin terminal-service --ssh-bind "${OPENHOSTING_SSH_BIND:-127.0.0.1:2222}" >>"$state/log/terminal.log" 2>&1 &
+terminal=$!
+trap 'kill $agent $proxy $terminal 2>/dev/null || true' EXIT
 $admin serve --bind "${OPENHOSTING_BIND:-127.0.0.1:8080}"

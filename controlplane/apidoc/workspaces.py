@@ -60,6 +60,15 @@ SCHEMAS = {
     },
 }
 
+SCHEMAS["SshKey"] = {
+    "type": "object", "additionalProperties": False, "required": ["id", "type", "fingerprint", "comment", "created_at"],
+    "properties": {"id": INT, "type": {"enum": ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                                                "ecdsa-sha2-nistp521"]},
+                   "fingerprint": {"type": "string", "description": "OpenSSH's SHA256:… form"},
+                   "comment": TEXT, "created_at": DATE}}
+KEY_FIELDS = {"type": "object", "required": ["key"],
+              "properties": {"key": {"type": "string", "description": "one OpenSSH public-key line"},
+                             "comment": {"type": "string", "description": "instead of the line's own comment"}}}
 ERR = json_body({"$ref": "#/components/schemas/ContainersError"})
 WS = path_param("workspace_id", TEXT, "a workspace's id (32 hex)")
 B64 = {"type": "string", "description": "Base64 of the path relative to /home/user/workspace"}
@@ -140,6 +149,21 @@ def paths() -> dict:
             {"text/plain": {"schema": TEXT}}, (400, 404),
             params=[WS, path_param("stream", {"enum": ["workspace_init_output", "workspace_init_error"]},
                                    "stream name")])},
+    }
+    sshkey = {"$ref": "#/components/schemas/SshKey"}
+    key_id = path_param("key_id", TEXT, "a key's id (or its SHA256:… fingerprint, for DELETE)")
+    out["/api/v1/ssh-keys"] = {
+        "get": _op("ssh_keys_list", "Your SSH public keys (the SSH gateway to workspaces accepts them)", 200,
+                   json_body({"type": "object", "required": ["items"],
+                              "properties": {"items": {"type": "array", "items": sshkey}}}), ()),
+        "post": _op("ssh_key_add", "Register an SSH public key", 201, json_body({
+            "type": "object", "required": ["message", "key"], "properties": {"message": TEXT, "key": sshkey}}),
+            (400, 413), body={"required": True, "content": {"application/x-www-form-urlencoded": {"schema": KEY_FIELDS},
+                                                            **json_body(KEY_FIELDS)}}),
+    }
+    out["/api/v1/ssh-keys/{key_id}"] = {
+        "get": _op("ssh_key_info", "One SSH key", 200, json_body(sshkey), (404,), params=[key_id]),
+        "delete": _op("ssh_key_remove", "Remove an SSH key", 200, _message(), (404,), params=[key_id]),
     }
     for action, summary, message, errs in (
             ("stop", "Stop (save the VM to disk); answers once saved", "Workspace has been stopped", (400, 404, 500)),

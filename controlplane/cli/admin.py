@@ -318,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .padadmin import add_commands
 
     add_commands(sub)
+    from .termadmin import add_commands as add_terminal_commands
+
+    add_terminal_commands(sub)
 
     serve = sub.add_parser("serve", help="serve the HTTP API with gunicorn")
     serve.add_argument("--bind", default="127.0.0.1:8080")

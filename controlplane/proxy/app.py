@@ -37,6 +37,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 MODULES = [
     "controlplane.proxy.vnc",
     "controlplane.proxy.pads",
+    "controlplane.proxy.terminal",
 ]
 
 

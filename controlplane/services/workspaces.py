@@ -34,6 +34,8 @@ MAX_UPLOAD = 16 * 1024**2
 MAX_UNPACKED = 256 * 1024**2
 log = logging.getLogger("openhosting.workspaces")
 _ID = re.compile(r"^[0-9a-f]{32}$")
+#: How long a workspace_url's ticket may wait before the page is opened (seconds).
+TERMINAL_TTL = 60.0
 _BOOL = {"true": True, "1": True, "false": False, "0": False}
 
 
@@ -88,7 +90,20 @@ class Workspaces:
 
     def get(self, user: str, workspace_id: str, base: str) -> dict:
         with self.db.read_session() as s:
-            return self.render(self._get(s, user, workspace_id), base)
+            out = self.render(self._get(s, user, workspace_id), base)
+        return self.with_terminal(user, out)
+
+    def with_terminal(self, user: str, out: dict) -> dict:
+        """`workspace_url` as the workspace's terminal page on the console proxy, with a fresh one-time
+        ticket in the fragment (services/tickets.py, kind terminal; never in a logged URL). A client of a
+        workspace with `workspace_token_required` appends ``&workspace_token=<token>`` to it."""
+        if out["state"]["code"] == REMOVED:
+            return out
+        from .tickets import TicketKind, Tickets
+
+        ticket, _ = Tickets(self.db).issue(TicketKind.TERMINAL, out["id"], user, ttl=TERMINAL_TTL)
+        out["workspace_url"] = f"{self.settings.console_base}/terminal/{out['id']}#{ticket}"
+        return out
 
     def page(self, user: str, base: str, project_id: str | None, states: list[str], limit: str | None,
              page_token: str | None) -> dict:
@@ -114,8 +129,9 @@ class Workspaces:
         with self.db.read_session() as s:
             rows = list(s.scalars(query.order_by(Workspace.created_at.desc(), Workspace.id.desc())
                                   .offset(start).limit(count + 1)))
-            return {"items": [self.render(w, base) for w in rows[:count]],
-                    "paging": paging.paging(start, count, len(rows) > count)}
+            items = [self.render(w, base) for w in rows[:count]]
+        return {"items": [self.with_terminal(user, item) for item in items],
+                "paging": paging.paging(start, count, len(rows) > count)}
 
     def stream(self, user: str, workspace_id: str, name: str) -> bytes:
         with self.db.read_session() as s:
@@ -223,7 +239,7 @@ class Workspaces:
             self.uploads.remove(workspace_id)
             raise ContainersError(400, 1003, "workspace creation failed") from None
         self.notify()
-        return out
+        return self.with_terminal(user, out)
 
     def _serialize(self, s) -> None:
         """Capacity checks of concurrent requests in turn (SQLite's writers queue at BEGIN already)."""

@@ -82,6 +82,10 @@ from .image import GUEST_CONTROL
 
 #: The virtio-serial port oh-guest serves.
 PORT_NAME = GUEST_CHANNEL = "org.openhosting.guest"
+#: The terminal port: a second oh-guest serves only PTY sessions and commands on it (``--only``), held by
+#: the terminal service (controlplane/terminal), while API workers and the agent take turns on the first.
+PTY_CHANNEL = "org.openhosting.pty"
+PTY_OPS = "pty,exec"
 #: Where templates put the binary in the guest (tmpfs: the image does not carry it).
 GUEST_PATH = f"{GUEST_CONTROL}/oh-guest"
 SOURCE_PATH = guest_build.SOURCES / "oh-guest.c"
@@ -237,5 +241,19 @@ def program(cache_dir: Path) -> tuple[Path, list[str]] | None:
     when it cannot be built here (the template then leaves oh-guest out)."""
     try:
         return build(cache_dir), guest_argv()
+    except GuestError:
+        return None
+
+
+def pty_argv(path: str = GUEST_PATH) -> list[str]:
+    """How a template starts the terminal port's oh-guest: the same binary, PTY sessions and commands
+    only, no user set-up (the first instance makes the user)."""
+    return [path, "--port", PTY_CHANNEL, "--only", PTY_OPS, "--no-user-setup"]
+
+
+def pty_program(cache_dir: Path) -> tuple[Path, list[str]] | None:
+    """The registry's build hook for the terminal port (`programs.GuestProgram`)."""
+    try:
+        return build(cache_dir), pty_argv()
     except GuestError:
         return None

@@ -34,6 +34,9 @@ class GuestProgram:
 PROGRAMS: tuple[GuestProgram, ...] = (
     GuestProgram("oh-run", runport.RUN_CHANNEL, runport.build),
     GuestProgram("oh-guest", guestd.GUEST_CHANNEL, guestd.program),
+    # the terminal port: the same binary serving only PTY sessions and commands, one connection
+    # held by the terminal service (controlplane/terminal) for browser terminals and SSH
+    GuestProgram("oh-pty", guestd.PTY_CHANNEL, guestd.pty_program),
 )
 
 

@@ -52,6 +52,10 @@ enum { OP_EXEC = 1, OP_SPAWN, OP_PUT, OP_GET, OP_STAT, OP_LIST, OP_UNTAR, OP_PTY
 
 static const char *port_name = "org.openhosting.guest", *device_path;
 static int port_fd = -1, port_is_socket, no_clock, no_user_setup;
+/* --only OPS: the operations this instance serves (comma-separated names; all when unset). The
+   terminal port runs a second oh-guest with --only pty,exec, so that the process holding it (the
+   terminal service) can open shells and run commands but cannot touch files or the clock. */
+static const char *only_ops;
 static const char *user_name = "user";
 static uid_t user_uid = 1000;
 static gid_t user_gid = 1000;
@@ -860,6 +864,19 @@ static void host_close(struct chan *c) {
     chan_free(c, 0);
 }
 
+/* Is `op` one of the comma-separated names in `list`? */
+static int op_listed(const char *list, const char *op) {
+    size_t len = strlen(op);
+    for (const char *s = list; *s;) {
+        const char *end = strchr(s, ',');
+        size_t n = end ? (size_t)(end - s) : strlen(s);
+        if (n == len && strncmp(s, op, n) == 0) return 1;
+        if (!end) break;
+        s = end + 1;
+    }
+    return 0;
+}
+
 static void handle(int type, uint32_t id, const unsigned char *p, size_t n) {
     if (type == T_HELLO) {
         if (n != 16 || memcmp(p, MAGIC, 8) != 0) return;
@@ -877,6 +894,10 @@ static void handle(int type, uint32_t id, const unsigned char *p, size_t n) {
         for (int i = 1; op && i < (int)(sizeof names / sizeof names[0]); i++) if (!strcmp(op, names[i])) code = i;
         if (c) { send_error(id, "badrequest", EBUSY, "channel %u is open", id); return; }
         if (!code) { send_error(id, "badrequest", EINVAL, "unknown operation"); return; }
+        if (only_ops && !op_listed(only_ops, op)) {
+            send_error(id, "badrequest", EPERM, "operation %s is not served on this port", op);
+            return;
+        }
         if (!(c = chan_new(id, code, r))) { send_error(id, "busy", EAGAIN, "too many channels"); return; }
         const char *beneath = req_get(r, "beneath");
         if (beneath) {
@@ -1078,7 +1099,8 @@ static void make_dir(const char *path) {
 
 static void usage(void) {
     fprintf(stderr, "usage: oh-guest [--port NAME | --device PATH | --fd N] [--user NAME] [--uid N --gid N]\n"
-                    "                [--home DIR] [--workspace DIR] [--shell PATH] [--no-user-setup] [--no-clock]\n");
+                    "                [--home DIR] [--workspace DIR] [--shell PATH] [--no-user-setup] [--no-clock]\n"
+                    "                [--only OP,OP...]\n");
     exit(2);
 }
 
@@ -1090,6 +1112,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--no-user-setup")) no_user_setup = 1;
         else if (!v) usage();
         else if (!strcmp(a, "--port")) port_name = v, i++;
+        else if (!strcmp(a, "--only")) only_ops = v, i++;
         else if (!strcmp(a, "--device")) device_path = v, i++;
         else if (!strcmp(a, "--fd")) fd_arg = atoi(v), i++;
         else if (!strcmp(a, "--user")) user_name = v, i++;
