@@ -17,6 +17,7 @@ import time
 
 from sqlalchemy import select, update
 
+from ..doorbell import Bell
 from ..jobs import host_id, owner_id
 from ..models import Submission, utcnow
 from . import projectconfig, submissions as sub
@@ -26,9 +27,11 @@ log = logging.getLogger("openhosting.submissions")
 
 
 class SubmissionRunner:
-    POLL = 0.05
+    #: Seconds between looks at the queue while nothing rings: the API rings the agent's doorbell
+    #: (`bell`) for every submission it accepts.
+    POLL = 1.0
 
-    def __init__(self, db, settings, files, project_files, pools, owner: str | None = None):
+    def __init__(self, db, settings, files, project_files, pools, owner: str | None = None, bell=None):
         self.db = db
         self.settings = settings
         self.files = files              # storage.submissions.SubmissionFiles
@@ -36,7 +39,7 @@ class SubmissionRunner:
         self.pools = pools              # SandboxRunner: .pool(slug) -> WarmPool | None
         self.owner = owner or owner_id()
         self.stopping = threading.Event()
-        self.wake = threading.Event()
+        self.wake = bell if bell is not None else Bell()
         self._free = threading.Semaphore(max(1, settings.submission_workers))
         self._thread: threading.Thread | None = None
 
@@ -71,6 +74,7 @@ class SubmissionRunner:
     def _dispatch(self) -> None:
         while not self.stopping.is_set():
             self._free.acquire()
+            seen = self.wake.seen()
             try:
                 claimed = self._claim()
             except Exception:
@@ -78,8 +82,7 @@ class SubmissionRunner:
                 claimed = None
             if claimed is None:
                 self._free.release()
-                self.wake.wait(self.POLL)
-                self.wake.clear()
+                self.wake.wait(seen, self.POLL)
                 continue
             threading.Thread(target=self._work, args=(claimed,), name=f"submission-{claimed}", daemon=True).start()
 
