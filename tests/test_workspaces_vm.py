@@ -181,7 +181,8 @@ def test_auto_resume_on_access(site, tmp_path):
     project = make_project(site, tmp_path, user=api.user, init=COUNTER)
     ws = api.post_form("/workspaces", {"project_id": project, "retention_time_stopped": "60",
                                        "inactivity_timeout": "60"}).json()["workspace"]["id"]
-    assert wait_state(api, ws, (2, 5))["state"]["code"] == 2
+    # run alone, this is the installation's first workspace: it waits for the template's boot
+    assert wait_state(api, ws, (2, 5), timeout=1200)["state"]["code"] == 2
     time.sleep(2)
     before = counter(api, ws)
     assert api.put(f"/workspaces/{ws}/stop").status == 200
@@ -265,7 +266,7 @@ def test_agent_kill_during_create_stop_resume(site, tmp_path):
     while not _domains(site, ws) and time.monotonic() < deadline:  # the create is under way
         time.sleep(0.1)
     _kill_agent(site)
-    body = wait_state(api, ws, (2, 5))
+    body = wait_state(api, ws, (2, 5), timeout=1200)   # run alone: the template boots first
     assert body["state"]["code"] == 2, body
     assert len(_domains(site, ws)) == 1
 
