@@ -27,7 +27,7 @@ def site(tmp_path_factory):
                                   OPENHOSTING_SUBMISSION_FILE_LIMIT="32M", OPENHOSTING_SUBMISSION_QUEUE_LIMIT="20",
                                   OPENHOSTING_SUBMISSION_DISK_LIMIT="96M",
                                   OPENHOSTING_SUBMISSION_NETWORK="isolated")
-    inst.start(("image", "build", "base"), ("image", "build", "gcc"))   # the example's build_error runs gcc
+    inst.start(("image", "build", "gcc"))   # the example's build_error runs gcc (gcc extends base)
     yield inst
     inst.stop()
     inst.purge_libvirt()

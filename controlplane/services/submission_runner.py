@@ -91,9 +91,14 @@ class SubmissionRunner:
             lost = list(s.scalars(select(Submission).where(mine, Submission.status.in_((sub.PREPARATION,
                                                                                           sub.EXECUTION)))))
             for row in lost:
+                # the debug log's note lands with the final status, in one transaction: a client that
+                # sees status 20 finds the debug_log stream too
+                old = self.files.load(row.id, "debug_log") or b""
+                note = b"[agent] the agent stopped while this submission ran; its VM is gone: status 20\n"
+                known = json.loads(row.streams or "{}")
+                known["debug_log"] = self.files.save(row.id, "debug_log", old + note)
+                row.streams = json.dumps(known)
                 self._end_row(row, sub.INTERNAL_ERROR, "the VM was lost: the agent stopped while the submission ran")
-        for row in lost:
-            self._append_debug(row.id, "the agent stopped while this submission ran; its VM is gone: status 20")
         if requeued or lost:
             log.info("submissions: %d requeued, %d ended in 20 after an agent restart", requeued, len(lost))
         return requeued + len(lost)
@@ -286,13 +291,3 @@ class SubmissionRunner:
             row.time = 0.0 if seconds is None else round(seconds, 2)
             row.finished_at = utcnow()
         log.info("submission %s: status %s%s", submission_id, status, f" ({reason})" if reason else "")
-
-    def _append_debug(self, submission_id: int, text: str) -> None:
-        old = self.files.load(submission_id, "debug_log") or b""
-        size = self.files.save(submission_id, "debug_log", old + f"[agent] {text}\n".encode())
-        with self.db.session() as s:
-            row = s.get(Submission, submission_id)
-            if row is not None:
-                known = json.loads(row.streams or "{}")
-                known["debug_log"] = size
-                row.streams = json.dumps(known)
