@@ -14,12 +14,13 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from hypervisor.microvm import tarcheck
 from hypervisor.microvm.guestd import GuestError, GuestNotFound
 
 from . import submissions as sub
 from .projectconfig import STAGES
 from storage.errors import BadData
-from storage.submissions import SubmissionFiles, pack_auxdata, without
+from storage.submissions import SubmissionFiles, concat, pack_auxdata, without
 
 WS = "/home/user/workspace"
 RUNTIME = "/sphere-engine/runtime"
@@ -191,19 +192,21 @@ class Execution:
                                 rt, top, ws, str(uid)], uid=0, gid=0, timeout=120)
         if done.exit_code != 0:
             raise GuestError(reason=f"could not make {rt}: {self._how(done)} {done.stderr[-200:]!r}")
-        members = self.guest.untar(ws, self.project_files, beneath=ws)
-        self.log(f"project files laid into {ws}: {members} members")
         source = self.files.load(self.id, sub.CLEAN_SOURCE) or b""
         source, skipped = without(source, self.read_only)
         for name in skipped:
             self.log(f"source member {name!r} skipped: read-only path of the project")
+        both, project_members, source_members = concat(self.project_files, source)
+        twice = tarcheck.Limits(compressed=2 * tarcheck.LIMITS.compressed, unpacked=2 * tarcheck.LIMITS.unpacked,
+                                members=2 * tarcheck.LIMITS.members)   # each part was checked on its own
         try:
-            members = self.guest.untar(ws, source, beneath=ws)
+            self.guest.untar(ws, both, beneath=ws, limits=twice)
         except GuestError as exc:
             if exc.kind in ("unsafe", "badarchive", "toolarge", "outside"):
-                raise ProjectError(f"the source could not be laid: {exc.message}") from None
+                raise ProjectError(f"the project's files and the source could not be laid: {exc.message}") from None
             raise
-        self.log(f"source laid into {ws}: {members} members")
+        self.log(f"project files laid into {ws}: {project_members} members")
+        self.log(f"source laid into {ws} over them: {source_members} members (one extraction)")
 
     def run_init(self) -> None:
         if not self.workspace_init.strip():
