@@ -38,11 +38,15 @@ def multipart(fields: dict[str, str]) -> tuple[bytes, str]:
 
 
 def one_request(api) -> float:
-    body, ctype = multipart({"image": "base", "cmd": json.dumps([COMMAND])})
+    body, ctype = multipart({"image": "base", "cmd": json.dumps([COMMAND]), "timeout": "60"})
     t0 = time.perf_counter()
     r = api.post("/api/sandboxes?wait=true", body, headers={"Content-Type": ctype})
-    elapsed = time.perf_counter() - t0
     box = r.json()
+    while r.status == 200 and box["status"] == "running":   # ?wait=true gave up first (a loaded host)
+        time.sleep(0.02)
+        r = api.get(f"/api/sandboxes/{box['id']}")
+        box = r.json()
+    elapsed = time.perf_counter() - t0
     assert r.status == 200 and box["logs"] == "2\n" and box["return_code"] == 0, r.text
     return elapsed
 
@@ -65,7 +69,7 @@ def main() -> None:
             try:              # longer than one ?wait=true answers
                 one_request(api)
                 break
-            except AssertionError:
+            except (AssertionError, TimeoutError):   # the client gives up before ?wait=true does
                 pass
         for _ in range(3):
             one_request(api)

@@ -33,6 +33,10 @@ FIVE = {"version": 2.1, "scenarios": {"five": {"default": True, "stages": {
 SOURCE = targz({"workspace/hello.txt": b"hello\n"})
 
 
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def sandbox(api) -> float:
     boundary = uuid.uuid4().hex
     body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"\r\n\r\nbase\r\n'
@@ -65,6 +69,24 @@ def submission(v1: V1, project: str, config: dict) -> tuple[float, dict]:
         time.sleep(0.02)
 
 
+MILESTONES = [("VM taken from the pool", "taken from the warm pool"), ("project files laid", "project files laid"),
+              ("source laid", "source laid"), ("workspace_init", "workspace_init"), ("run stage done", "stage run:"),
+              ("final status", "final status")]
+
+
+def milestones(log: str) -> dict[str, float]:
+    """The debug log's clock at each step of the runner ("[   0.123s] text" lines)."""
+    found = {}
+    for line in log.splitlines():
+        if not line.startswith("["):
+            continue
+        stamp, _, text = line[1:].partition("s] ")
+        for name, marker in MILESTONES:
+            if marker in text and name not in found:
+                found[name] = float(stamp)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=15)
@@ -84,30 +106,36 @@ def main() -> None:
         out = inst.admin("project", "create", "--name", "bench", "--image", "base", "--from", str(EXAMPLE),
                          "--template").stdout.split()
         project = out[out.index("project") + 1]
+        loads = [load()]
         for _ in range(3):          # the template, the pool, the first translations
             submission(v1, project, ONE)
             sandbox(api)
-        floor, one, five, stage_times = [], [], [], {}
+        floor, one, five, stage_times, steps = [], [], [], {}, []
         for _ in range(args.samples):
             time.sleep(0.7)         # let the pool refill: warm requests, not a queue
             floor.append(sandbox(api))
             time.sleep(0.7)
-            one.append(submission(v1, project, ONE)[0])
+            seconds, item = submission(v1, project, ONE)
+            one.append(seconds)
+            steps.append((seconds, milestones(v1.get(f"/submissions/{item['id']}/debug_log").body.decode())))
             time.sleep(0.7)
             seconds, item = submission(v1, project, FIVE)
             five.append(seconds)
             for name, stage in item["stages"].items():
                 stage_times.setdefault(name, []).append(stage["time"])
+        loads.append(load())
         t0 = time.perf_counter()
         with ThreadPoolExecutor(args.clients) as pool:
             list(pool.map(lambda _: submission(v1, project, ONE), range(args.burst)))
         burst_seconds = time.perf_counter() - t0
+        loads.append(load())
         accel = inst.admin("host", "info").stdout.split("accelerator ")[1].split()[0]
     finally:
         inst.stop()
         inst.purge_libvirt()
 
-    print(f"submissions: {COMMAND}; accelerator {accel}; pool {args.pool} VMs; {args.samples} samples each")
+    print(f"submissions: {COMMAND}; accelerator {accel}; pool {args.pool} VMs; {args.samples} samples each; "
+          f"load at start {loads[0]}, after the samples {loads[1]}, after the burst {loads[2]}")
     print(f"{'':40}{'p50 s':>8}{'p95 s':>8}")
     print(f"{'sandbox floor: POST ?wait=true':40}{pct(floor, 50):8.3f}{pct(floor, 95):8.3f}")
     print(f"{'submission, 1 stage: POST -> final':40}{pct(one, 50):8.3f}{pct(one, 95):8.3f}")
@@ -115,6 +143,15 @@ def main() -> None:
     print(f"1-stage p50 / sandbox p50: {pct(one, 50) / pct(floor, 50):.2f} (target <= 1.5)")
     print(f"each extra stage adds {(pct(five, 50) - pct(one, 50)) / 4:.3f} s (p50 difference / 4); stage times p50: "
           + ", ".join(f"{name} {pct(times, 50):.2f}" for name, times in stage_times.items()))
+    print("where a one-stage submission's time goes (p50 of the runner's debug_log clock, s from the worker's start):")
+    names = [name for name, _ in MILESTONES]
+    for name in names:
+        at = [m[name] for _, m in steps if name in m]
+        if at:
+            print(f"  {name:34}{pct(at, 50):8.3f}")
+    outside = [total - m["final status"] for total, m in steps if "final status" in m]
+    print(f"  {'POST -> final, outside the worker':34}{pct(outside, 50):8.3f}  (API, queue pickup, result write, "
+          f"client poll every 20 ms)")
     print(f"throughput: {args.burst} submissions from {args.clients} clients in {burst_seconds:.1f} s = "
           f"{args.burst / burst_seconds:.2f} submissions/s (target >= 1.5)")
 

@@ -15,6 +15,7 @@ from typing import Callable, Protocol
 
 from .app import Services, build_services
 from .config import Settings
+from .doorbell import Bell
 from .jobs import JobQueue
 from .services.imaging import ImagingRunner
 from .services.reconcile import Reconciler
@@ -36,7 +37,7 @@ class Agent:
         self.runners: dict[str, Runner] = {}
         self.periodic: list[tuple[float, Callable[[], None]]] = []
         self.stopping = threading.Event()
-        self.wake = threading.Event()
+        self.wake = Bell()       # the API's doorbell and every claim ring it
         self.workers = workers or services.settings.agent_workers
         self.register(ImagingRunner(services.db, services.pool, self.queue, services.settings.imaging_rate))
         self.sandboxes = SandboxRunner(services.db, services.settings, services.sandboxes,
@@ -56,7 +57,8 @@ class Agent:
             from .services.submission_runner import SubmissionRunner
 
             self.submissions = SubmissionRunner(services.db, services.settings, face.submissions.files,
-                                                face.projects.files, self.sandboxes, self.queue.owner)
+                                                face.projects.files, self.sandboxes, self.queue.owner,
+                                                bell=self.wake)
 
     def register(self, runner: Runner) -> None:
         self.runners[runner.kind] = runner
@@ -64,18 +66,26 @@ class Agent:
     def every(self, seconds: float, task: Callable[[], None]) -> None:
         self.periodic.append((seconds, task))
 
-    def _work(self) -> None:
+    #: Seconds between idle looks at the job table of the workers other than the first: the API rings
+    #: the doorbell for every job it queues and each claim rings the bell for the others, so only the
+    #: first worker polls at `job_poll_interval` (for jobs queued without a ring).
+    IDLE_POLL = 5.0
+
+    def _work(self, index: int = 0) -> None:
         poll = self.services.settings.job_poll_interval
+        if index:
+            poll = max(poll, self.IDLE_POLL)
         while not self.stopping.is_set():
+            seen = self.wake.seen()
             try:
                 job = self.queue.claim(list(self.runners))
             except Exception:
                 log.exception("claiming a job failed")
                 job = None
             if job is None:
-                self.wake.wait(poll)
-                self.wake.clear()
+                self.wake.wait(seen, poll)
                 continue
+            self.wake.ring()     # there may be more: the idle workers look too
             try:
                 self.runners[job.kind].run(job)
             except Exception:
@@ -145,7 +155,7 @@ class Agent:
             except Exception:
                 log.exception("reconciling submissions failed")
             self.submissions.start()
-        threads = [threading.Thread(target=self._work, name=f"jobs-{i}", daemon=True)
+        threads = [threading.Thread(target=self._work, args=(i,), name=f"jobs-{i}", daemon=True)
                    for i in range(self.workers)]
         threads += [threading.Thread(target=self._tick, args=p, daemon=True) for p in self.periodic]
         threads.append(threading.Thread(target=self._watch, name="reconcile", daemon=True))

@@ -26,6 +26,13 @@ def _env_size(env: dict, name: str, default: int) -> int:
     return parse_size(value) if value else default
 
 
+def _choice(env: dict, name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     state_dir: Path
@@ -78,17 +85,22 @@ class Settings:
     # Workspaces: slots per account (a workspace holds its project's slots while starting or running),
     # memory all running workspaces may use on this host (0: three quarters of the host's RAM), memory
     # of one workspace (0: its image's), the init script's time limit (s), how often the agent checks
-    # the timers (s), and the length of the contract's "minute" in seconds (tests shorten it).
+    # the timers (s), the length of the contract's "minute" in seconds (tests shorten it), and how long
+    # a files call waits for a stopped workspace it resumes (`auto_resume`) before answering 404/1008.
     workspace_slots: int = 10
     workspace_host_memory: int = 0
     workspace_memory: int = 0
     workspace_init_timeout: int = 600
     workspace_timer_interval: float = 20.0
     workspace_minute: float = 60.0
+    workspace_resume_wait: float = 30.0
     # Submissions: waiting or running ones per account before POST is refused, how many the agent runs
     # at once (each holds one VM of the warm pool), the cap of each output stream, the whole
     # submission's wall-clock limit (s), and the limits each stage runs under in its VM: processes of
-    # the user, one file's size, one process's address space (0: the VM's memory less 64 MiB).
+    # the user, one file's size, one process's address space (0: the VM's memory less 64 MiB), what
+    # the VM's disk may grow by (its overlay on the host; past it the VM is cut: runtime error), and the
+    # network a scenario with `network: true` gets: `none` (no NIC) or `isolated` (a NIC on a libvirt
+    # network with no forward: the host and the other such VMs, nothing beyond).
     submission_queue_limit: int = 50
     submission_workers: int = 4
     submission_output_cap: int = 16 * 1024**2
@@ -96,6 +108,8 @@ class Settings:
     submission_nproc: int = 256
     submission_file_limit: int = 256 * 1024**2
     submission_memory_limit: int = 0
+    submission_disk_limit: int = 512 * 1024**2
+    submission_network: str = "none"
     # Public base URL of the API (for `workspace_url` and stream URIs); "" uses the request's own.
     public_url: str = ""
     # Pads: the monthly pad limit of users outside an organization (0: none) and how long a session
@@ -181,6 +195,7 @@ class Settings:
             workspace_timer_interval=float(env.get("OPENHOSTING_WORKSPACE_TIMER_INTERVAL",
                                                    cls.workspace_timer_interval)),
             workspace_minute=float(env.get("OPENHOSTING_WORKSPACE_MINUTE", cls.workspace_minute)),
+            workspace_resume_wait=float(env.get("OPENHOSTING_WORKSPACE_RESUME_WAIT", cls.workspace_resume_wait)),
             submission_queue_limit=int(env.get("OPENHOSTING_SUBMISSION_QUEUE_LIMIT", cls.submission_queue_limit)),
             submission_workers=int(env.get("OPENHOSTING_SUBMISSION_WORKERS", cls.submission_workers)),
             submission_output_cap=_env_size(env, "OPENHOSTING_SUBMISSION_OUTPUT_CAP", cls.submission_output_cap),
@@ -189,6 +204,9 @@ class Settings:
             submission_file_limit=_env_size(env, "OPENHOSTING_SUBMISSION_FILE_LIMIT", cls.submission_file_limit),
             submission_memory_limit=_env_size(env, "OPENHOSTING_SUBMISSION_MEMORY_LIMIT",
                                               cls.submission_memory_limit),
+            submission_disk_limit=_env_size(env, "OPENHOSTING_SUBMISSION_DISK_LIMIT", cls.submission_disk_limit),
+            submission_network=_choice(env, "OPENHOSTING_SUBMISSION_NETWORK", ("none", "isolated"),
+                                       cls.submission_network),
             public_url=env.get("OPENHOSTING_PUBLIC_URL", cls.public_url).rstrip("/"),
             pad_monthly_limit=int(env.get("OPENHOSTING_PAD_MONTHLY_LIMIT", cls.pad_monthly_limit)),
             session_ttl=int(env.get("OPENHOSTING_SESSION_TTL", cls.session_ttl)),

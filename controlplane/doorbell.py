@@ -47,8 +47,34 @@ def notifier(path: Path) -> Callable[[], None]:
     return notify
 
 
-def listen(path: Path, wake: threading.Event) -> threading.Thread:
-    """Receive nudges on `path` and set `wake` for each; runs on a daemon thread."""
+class Bell:
+    """Wakes every thread waiting on it, each exactly once per ring. (A shared `threading.Event` that
+    each waker clears hides a ring from the threads that wake after the first one.) `set` rings, so
+    `listen` takes a Bell or an Event."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._rings = 0
+
+    def set(self) -> None:
+        with self._cond:
+            self._rings += 1
+            self._cond.notify_all()
+
+    ring = set
+
+    def seen(self) -> int:
+        """Pass this to `wait`, taken before looking for work, so a ring meanwhile is not missed."""
+        return self._rings
+
+    def wait(self, seen: int, timeout: float) -> bool:
+        """True when it rang since `seen`, False after `timeout` seconds without a ring."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._rings != seen, timeout)
+
+
+def listen(path: Path, wake) -> threading.Thread:
+    """Receive nudges on `path` and `set` `wake` (a Bell or an Event) for each; runs on a daemon thread."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         path.unlink()

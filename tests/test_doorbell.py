@@ -224,3 +224,33 @@ def test_wait_returns_the_running_sandbox_at_the_deadline(site, bells):
     with pytest.raises(NotFound):
         sandboxes.wait("someone-else", sandbox_id, time.monotonic() + 5)
     assert sandboxes.waiters._events == {}
+
+
+def test_bell_wakes_every_waiter_once_per_ring():
+    """The agent's workers and the submission dispatcher share one Bell: one ring wakes all of
+    them (a shared Event cleared by the first hid it from the rest), a ring before `wait` is not
+    lost, and without a ring `wait` ends False after its timeout."""
+    from controlplane.doorbell import Bell
+
+    bell = Bell()
+    seen = bell.seen()
+    assert bell.wait(seen, 0.05) is False
+    woken = []
+    ready = threading.Barrier(6)
+
+    def waiter(i):
+        mark = bell.seen()
+        ready.wait()
+        woken.append((i, bell.wait(mark, 30)))
+
+    threads = [threading.Thread(target=waiter, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    bell.ring()
+    for t in threads:
+        t.join(30)
+    assert sorted(woken) == [(i, True) for i in range(5)]
+    seen = bell.seen()
+    bell.set()                           # rung between looking for work and waiting: not missed
+    assert bell.wait(seen, 30) is True

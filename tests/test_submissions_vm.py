@@ -24,8 +24,10 @@ SOURCE = targz({"workspace/notes.txt": b"submitted\n", "workspace/tests/test_pla
 def site(tmp_path_factory):
     inst, drop = new_installation(tmp_path_factory.mktemp("sub"), "sqlite", OPENHOSTING_SANDBOX_POOL_SIZE="2",
                                   OPENHOSTING_SUBMISSION_WORKERS="3",
-                                  OPENHOSTING_SUBMISSION_FILE_LIMIT="32M", OPENHOSTING_SUBMISSION_QUEUE_LIMIT="20")
-    inst.start(("image", "build", "base"))
+                                  OPENHOSTING_SUBMISSION_FILE_LIMIT="32M", OPENHOSTING_SUBMISSION_QUEUE_LIMIT="20",
+                                  OPENHOSTING_SUBMISSION_DISK_LIMIT="96M",
+                                  OPENHOSTING_SUBMISSION_NETWORK="isolated")
+    inst.start(("image", "build", "gcc"))   # the example's build_error runs gcc (gcc extends base)
     yield inst
     inst.stop()
     inst.purge_libvirt()
@@ -39,7 +41,7 @@ def acct(site):
 
 @pytest.fixture(scope="module")
 def project(site):
-    out = site.admin("project", "create", "--name", "calc", "--image", "base", "--from", str(EXAMPLE),
+    out = site.admin("project", "create", "--name", "calc", "--image", "gcc", "--from", str(EXAMPLE),
                      "--template").stdout.split()
     return out[out.index("project") + 1]
 
@@ -139,7 +141,7 @@ def test_build_error_skips_run_and_test_but_not_post(acct, examples):
     assert build["exit_code"] == 1 and build["status_changed_to"]["code"] == 11
     assert item["stages"]["run"]["skipped"] and item["stages"]["test"]["skipped"]
     assert item["stages"]["post"]["exit_code"] == 0
-    assert b"SyntaxError" in stream(acct, item, "stage_build_error")
+    assert b"undeclared" in stream(acct, item, "stage_build_error")   # gcc on samples/broken.c
     assert item["result"]["time"] == 0
 
 
@@ -184,9 +186,13 @@ def test_limits_end_in_a_final_status(acct, project):
         "memhog": {"stages": {"run": {"command": "python3 -c 'x = bytearray(600 * 2**20)'", "timeout": 300}}},
         "filler": {"default": True, "stages": {"run": {"command": "head -c 64M /dev/zero > big", "timeout": 300},
                                                "post": {"command": "echo post; rm -f big", "timeout": 10}}},
+        # many files, each under the file size limit: the disk limit (96M here) cuts the VM
+        "diskfill": {"stages": {"run": {"command": "i=0; while [ $i -lt 40 ]; do head -c 16M /dev/zero > f$i "
+                                                   "|| exit 1; sync; i=$((i+1)); done; echo survived",
+                                        "timeout": 600}}},
     }
     text = json.dumps(config)
-    ids = {name: submit(acct, project, name, project_config=text) for name in ("forkbomb", "memhog")}
+    ids = {name: submit(acct, project, name, project_config=text) for name in ("forkbomb", "memhog", "diskfill")}
     ids["filler"] = submit(acct, project, None, project_config=text)
     items = {name: wait_final(acct, sid) for name, sid in ids.items()}
     bomb = items["forkbomb"]
@@ -198,6 +204,55 @@ def test_limits_end_in_a_final_status(acct, project):
     assert filler["scenario"] == "filler" and filler["result"]["status"]["code"] == 12
     assert filler["stages"]["run"]["signal"] == signal.SIGXFSZ or filler["stages"]["run"]["exit_code"] != 0
     assert filler["stages"]["post"]["exit_code"] == 0
+    fill = items["diskfill"]
+    assert fill["result"]["status"]["code"] == 12, stream(acct, fill, "debug_log")
+    log = stream(acct, fill, "debug_log").decode()
+    assert "more than 96 MiB to its disk" in log and "the overlay grew by" in log, log
+    assert fill["streams"]["stage_run_output"] is None    # never got to "survived"
+
+
+PROBE = b"""
+import errno, os, socket, struct
+def probe(host):
+    s = socket.socket()
+    s.settimeout(10)
+    try:
+        s.connect((host, 9))
+        return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc))
+print("interfaces", " ".join(sorted(os.listdir("/sys/class/net"))))
+for line in open("/proc/net/route").read().splitlines()[1:]:
+    f = line.split()
+    net = socket.inet_ntoa(struct.pack("<I", int(f[1], 16)))
+    print("host", probe(net.rsplit(".", 1)[0] + ".1"))
+print("outside", probe("192.0.2.1"))
+"""
+
+
+def test_network_isolated_or_none(acct, project):
+    """`network: true` gets a NIC on the isolated network (OPENHOSTING_SUBMISSION_NETWORK=isolated
+    here): the host answers, nothing beyond is routed; without it the VM has only lo."""
+    config = json.loads((EXAMPLE / "config.json").read_text())
+    config["scenarios"] = {
+        "net": {"network": True, "stages": {"run": {"command": "python3 probe.py", "timeout": 120}}},
+        "nonet": {"default": True, "stages": {"run": {"command": "python3 probe.py", "timeout": 120}}},
+    }
+    source = targz({"workspace/probe.py": PROBE})
+    ids = {name: submit(acct, project, name, source=source, project_config=json.dumps(config))
+           for name in ("net", "nonet")}
+    items = {name: wait_final(acct, sid) for name, sid in ids.items()}
+    for item in items.values():
+        assert item["result"]["status"]["code"] == 15, stream(acct, item, "debug_log")
+    lines = dict(line.split(" ", 1) for line in stream(acct, items["net"], "stage_run_output").decode().splitlines())
+    assert len(lines["interfaces"].split()) == 2 and "lo" in lines["interfaces"].split(), lines
+    assert lines["host"] in ("refused", "open"), lines     # the host's bridge address answers
+    assert lines["outside"] == "ENETUNREACH", lines          # no route beyond the isolated network
+    assert "isolated" in stream(acct, items["net"], "debug_log").decode()
+    lines = dict(line.split(" ", 1) for line in stream(acct, items["nonet"], "stage_run_output").decode().splitlines())
+    assert lines == {"interfaces": "lo", "outside": "ENETUNREACH"}, lines
 
 
 def test_list_ids_paging_and_other_accounts(site, acct, project, examples):

@@ -72,7 +72,7 @@ def test_life_cycle_files_stop_resume(site, tmp_path):
     project = make_project(site, tmp_path, user=api.user, init=INIT, files={"hello.txt": b"hello\n",
                                                                            "tests/t.py": b"pass\n"})
     r = api.post_multipart("/workspaces", {"project_id": project, "retention_time_stopped": "60",
-                                           "inactivity_timeout": "60"},
+                                           "inactivity_timeout": "60", "auto_resume": "false"},
                            {"files": ("f.tar.gz", targz({"workspace/extra.txt": b"extra"}))})
     assert r.status == 201, r.text
     ws = r.json()["workspace"]["id"]
@@ -136,7 +136,7 @@ def test_life_cycle_files_stop_resume(site, tmp_path):
     r = api.put(f"/workspaces/{ws}/stop")
     assert r.status == 200 and r.json() == {"message": "Workspace has been stopped"}, r.text
     body = api.get(f"/workspaces/{ws}").json()
-    assert body["state"]["code"] == 3 and body["permissions"] == {"enter": True, "remove": True, "stop": False}
+    assert body["state"]["code"] == 3 and body["permissions"] == {"enter": False, "remove": True, "stop": False}
     assert not [n for n in subprocess.run(["virsh", "list", "--name"], capture_output=True, text=True).stdout.split()
                 if n.endswith(ws)], "a stopped workspace has no QEMU process"
     assert err(up("x"), 404, 1008)["message"] == "workspace is stopped"
@@ -172,6 +172,48 @@ def test_life_cycle_files_stop_resume(site, tmp_path):
     while vm_names(site) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert vm_names(site) == []
+
+
+def test_auto_resume_on_access(site, tmp_path):
+    """A files call on a stopped workspace with auto_resume resumes it and is then served; one
+    without auto_resume answers 404/1008 and stays stopped; no free slots → 409/200611."""
+    api = new_account(site)
+    project = make_project(site, tmp_path, user=api.user, init=COUNTER)
+    ws = api.post_form("/workspaces", {"project_id": project, "retention_time_stopped": "60",
+                                       "inactivity_timeout": "60"}).json()["workspace"]["id"]
+    # run alone, this is the installation's first workspace: it waits for the template's boot
+    assert wait_state(api, ws, (2, 5), timeout=1200)["state"]["code"] == 2
+    time.sleep(2)
+    before = counter(api, ws)
+    assert api.put(f"/workspaces/{ws}/stop").status == 200
+    body = api.get(f"/workspaces/{ws}").json()
+    assert body["state"]["code"] == 3 and body["auto_resume"] and body["permissions"]["enter"] is True
+    assert _domains(site, ws) == []
+
+    # no free slots: the access cannot resume it (the 2-slot project takes both of the account's)
+    big = make_project(site, tmp_path, user=api.user, slots=2)
+    other = api.post_form("/workspaces", {"project_id": big}).json()["workspace"]["id"]
+    err(api.get(f"/workspaces/{ws}/list_files"), 409, 200611)
+    assert api.get(f"/workspaces/{ws}").json()["state"]["code"] == 3
+    wait_state(api, other, (2, 5))
+    assert api.put(f"/workspaces/{other}/remove").status == 200
+
+    after = counter(api, ws)       # this call resumes it (the test installation waits up to 30 s)
+    assert after >= before, (before, after)
+    body = api.get(f"/workspaces/{ws}").json()
+    assert body["state"]["code"] == 2 and body["last_usage"] is not None
+    assert len(_domains(site, ws)) == 1
+    time.sleep(2)
+    assert counter(api, ws) > after   # the counting process came back and counts on
+
+    manual = api.post_form("/workspaces", {"project_id": project, "retention_time_stopped": "60",
+                                           "auto_resume": "0"}).json()["workspace"]["id"]
+    assert wait_state(api, manual, (2, 5))["state"]["code"] == 2
+    assert api.put(f"/workspaces/{manual}/stop").status == 200
+    assert err(api.get(f"/workspaces/{manual}/list_files"), 404, 1008)["message"] == "workspace is stopped"
+    assert api.get(f"/workspaces/{manual}").json()["state"]["code"] == 3
+    for w in (ws, manual):
+        assert api.put(f"/workspaces/{w}/remove").status == 200
 
 
 def test_init_failure_is_flagged(site, tmp_path):
@@ -224,7 +266,7 @@ def test_agent_kill_during_create_stop_resume(site, tmp_path):
     while not _domains(site, ws) and time.monotonic() < deadline:  # the create is under way
         time.sleep(0.1)
     _kill_agent(site)
-    body = wait_state(api, ws, (2, 5))
+    body = wait_state(api, ws, (2, 5), timeout=1200)   # run alone: the template boots first
     assert body["state"]["code"] == 2, body
     assert len(_domains(site, ws)) == 1
 

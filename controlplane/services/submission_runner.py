@@ -17,6 +17,7 @@ import time
 
 from sqlalchemy import select, update
 
+from ..doorbell import Bell
 from ..jobs import host_id, owner_id
 from ..models import Submission, utcnow
 from . import projectconfig, submissions as sub
@@ -25,10 +26,49 @@ from .submission_stages import DebugLog, Execution, Limits, ProjectError
 log = logging.getLogger("openhosting.submissions")
 
 
-class SubmissionRunner:
-    POLL = 0.05
+class DiskWatch:
+    """Cuts a leased VM when its disk (the overlay on the host) grows past `limit` bytes, so a disk
+    filler ends in a final status and the host's disk keeps what it had. Checked every `EVERY` s;
+    the guest's dirty-page limits bound what it can write in between."""
 
-    def __init__(self, db, settings, files, project_files, pools, owner: str | None = None):
+    EVERY = 0.2
+
+    def __init__(self, pool, vm, limit: int):
+        self.pool, self.vm, self.limit = pool, vm, limit
+        self.start_bytes = pool.disk_used(vm)
+        self.tripped: int | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name=f"disk-{vm.name}", daemon=True)
+
+    def __enter__(self):
+        if self.limit > 0:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        return False
+
+    def _watch(self) -> None:
+        while not self.done.wait(self.EVERY):
+            grown = self.pool.disk_used(self.vm) - self.start_bytes
+            if grown > self.limit:
+                self.tripped = grown
+                log.info("submission VM %s: disk grew by %d bytes (limit %d): cut", self.vm.name, grown, self.limit)
+                self.pool.cut(self.vm)
+                return
+
+    def reason(self) -> str:
+        return (f"the submission wrote more than {self.limit // 1024**2} MiB to its disk "
+                f"(disk limit of the VM); the VM was stopped")
+
+
+class SubmissionRunner:
+    #: Seconds between looks at the queue while nothing rings: the API rings the agent's doorbell
+    #: (`bell`) for every submission it accepts.
+    POLL = 1.0
+
+    def __init__(self, db, settings, files, project_files, pools, owner: str | None = None, bell=None):
         self.db = db
         self.settings = settings
         self.files = files              # storage.submissions.SubmissionFiles
@@ -36,7 +76,7 @@ class SubmissionRunner:
         self.pools = pools              # SandboxRunner: .pool(slug) -> WarmPool | None
         self.owner = owner or owner_id()
         self.stopping = threading.Event()
-        self.wake = threading.Event()
+        self.wake = bell if bell is not None else Bell()
         self._free = threading.Semaphore(max(1, settings.submission_workers))
         self._thread: threading.Thread | None = None
 
@@ -51,9 +91,14 @@ class SubmissionRunner:
             lost = list(s.scalars(select(Submission).where(mine, Submission.status.in_((sub.PREPARATION,
                                                                                           sub.EXECUTION)))))
             for row in lost:
+                # the debug log's note lands with the final status, in one transaction: a client that
+                # sees status 20 finds the debug_log stream too
+                old = self.files.load(row.id, "debug_log") or b""
+                note = b"[agent] the agent stopped while this submission ran; its VM is gone: status 20\n"
+                known = json.loads(row.streams or "{}")
+                known["debug_log"] = self.files.save(row.id, "debug_log", old + note)
+                row.streams = json.dumps(known)
                 self._end_row(row, sub.INTERNAL_ERROR, "the VM was lost: the agent stopped while the submission ran")
-        for row in lost:
-            self._append_debug(row.id, "the agent stopped while this submission ran; its VM is gone: status 20")
         if requeued or lost:
             log.info("submissions: %d requeued, %d ended in 20 after an agent restart", requeued, len(lost))
         return requeued + len(lost)
@@ -71,6 +116,7 @@ class SubmissionRunner:
     def _dispatch(self) -> None:
         while not self.stopping.is_set():
             self._free.acquire()
+            seen = self.wake.seen()
             try:
                 claimed = self._claim()
             except Exception:
@@ -78,8 +124,7 @@ class SubmissionRunner:
                 claimed = None
             if claimed is None:
                 self._free.release()
-                self.wake.wait(self.POLL)
-                self.wake.clear()
+                self.wake.wait(seen, self.POLL)
                 continue
             threading.Thread(target=self._work, args=(claimed,), name=f"submission-{claimed}", daemon=True).start()
 
@@ -110,9 +155,6 @@ class SubmissionRunner:
     # ---- one submission --------------------------------------------------------------------------
 
     def execute(self, submission_id: int) -> None:
-        from hypervisor.microvm import guestd, runport
-        from hypervisor.microvm.guest_channel import GuestChannel
-
         debug = DebugLog()
         with self.db.read_session() as s:
             row = s.get(Submission, submission_id)
@@ -127,8 +169,9 @@ class SubmissionRunner:
         except projectconfig.ConfigError as exc:
             debug(f"project error: {exc}")
             return self._finish(submission_id, sub.PROJECT_ERROR, f"project configuration: {exc}", debug=debug)
-        if body.get("network"):
-            debug("the scenario asks for network; this server gives submissions none (no NIC)")
+        if body.get("network") and self.settings.submission_network == "none":
+            debug("the scenario asks for network; this server gives submissions none "
+                  "(OPENHOSTING_SUBMISSION_NETWORK=none: no NIC)")
         pool = self.pools.pool(image)
         if pool is None:
             debug(f"image {image} is not installed")
@@ -137,46 +180,86 @@ class SubmissionRunner:
         waited = time.monotonic()
         vm = pool.lease()
         debug(f"VM {vm.name} taken from the warm pool after {time.monotonic() - waited:.3f} s")
-        channel = None
+        channels: list = []
+        watch = DiskWatch(pool, vm, self.settings.submission_disk_limit)
         try:
-            self._update(submission_id, status=sub.PREPARATION, vm=vm.name, started_at=utcnow())
-            try:
-                path = runport.port_path(vm.guest, guestd.GUEST_CHANNEL)
-                if not path:
-                    raise guestd.GuestGone(reason="the VM has no oh-guest port")
-                channel = GuestChannel.connect(path, hello_timeout=60)
-                channel.sync_time()
-            except (guestd.GuestError, OSError) as exc:
-                debug(f"oh-guest could not be reached: {exc}")
-                return self._finish(submission_id, sub.INTERNAL_ERROR, f"the VM could not be used: {exc}",
-                                    debug=debug)
-            memory = self.settings.submission_memory_limit or max(64, pool.image.memory_mib - 64) * 1024**2
-            limits = Limits(output_cap=self.settings.submission_output_cap,
-                            wall=float(self.settings.submission_wall_limit), nproc=self.settings.submission_nproc,
-                            file_bytes=self.settings.submission_file_limit, address_space=memory)
-            run = Execution(submission_id, scenario, body, (doc.get("files") or {}).get("read_only", []), init,
-                            self.project_files.load(project_id), channel, self.files, limits, debug,
-                            on_execution=lambda: self._update(submission_id, status=sub.EXECUTION))
-            try:
-                outcome = run.run()
-            except ProjectError as exc:
-                debug(f"project error: {exc}")
-                return self._finish(submission_id, sub.PROJECT_ERROR, str(exc), debug=debug, streams=run.streams,
-                                    stages=run.stages or None)
-            except Exception as exc:
-                from hypervisor.errors import HypervisorError
-
-                if not isinstance(exc, HypervisorError):
-                    raise
-                debug(f"the VM was lost: {exc}")
-                return self._finish(submission_id, sub.INTERNAL_ERROR, f"the VM was lost: {exc}", debug=debug,
-                                    streams=run.streams)
-            self._finish(submission_id, outcome.status, outcome.reason, debug=debug, streams=outcome.streams,
-                         stages=outcome.stages, score=outcome.score, seconds=outcome.time)
+            with watch:
+                self._run_in(submission_id, pool, vm, doc, body, scenario, init, project_id, debug, watch, channels)
         finally:
-            if channel is not None:
+            for channel in channels:
                 channel.close()
             pool.release(vm)
+
+    def _run_in(self, submission_id: int, pool, vm, doc: dict, body: dict, scenario: str, init: str,
+                project_id: str, debug: DebugLog, watch: DiskWatch, channels: list) -> None:
+        from hypervisor.errors import HypervisorError
+        from hypervisor.microvm import guestd, runport
+        from hypervisor.microvm.guest_channel import GuestChannel
+
+        self._update(submission_id, status=sub.PREPARATION, vm=vm.name, started_at=utcnow())
+        try:
+            path = runport.port_path(vm.guest, guestd.GUEST_CHANNEL)
+            if not path:
+                raise guestd.GuestGone(reason="the VM has no oh-guest port")
+            channel = GuestChannel.connect(path, hello_timeout=60)
+            channels.append(channel)
+            channel.sync_time()
+        except (guestd.GuestError, OSError) as exc:
+            debug(f"oh-guest could not be reached: {exc}")
+            return self._finish(submission_id, sub.INTERNAL_ERROR, f"the VM could not be used: {exc}",
+                                debug=debug)
+        if body.get("network") and self.settings.submission_network == "isolated":
+            try:
+                self._network(submission_id, vm, channel, debug)
+            except HypervisorError as exc:
+                debug(f"the network device could not be set up: {exc}")
+                return self._finish(submission_id, sub.INTERNAL_ERROR, f"the VM's network could not be set up: {exc}",
+                                    debug=debug)
+        memory = self.settings.submission_memory_limit or max(64, pool.image.memory_mib - 64) * 1024**2
+        limits = Limits(output_cap=self.settings.submission_output_cap,
+                        wall=float(self.settings.submission_wall_limit), nproc=self.settings.submission_nproc,
+                        file_bytes=self.settings.submission_file_limit, address_space=memory)
+        run = Execution(submission_id, scenario, body, (doc.get("files") or {}).get("read_only", []), init,
+                        self.project_files.load(project_id), channel, self.files, limits, debug,
+                        on_execution=lambda: self._update(submission_id, status=sub.EXECUTION))
+        try:
+            outcome = run.run()
+        except ProjectError as exc:
+            debug(f"project error: {exc}")
+            return self._finish(submission_id, sub.PROJECT_ERROR, str(exc), debug=debug, streams=run.streams,
+                                stages=run.stages or None)
+        except (HypervisorError, guestd.GuestError, OSError) as exc:
+            if watch.tripped is not None:
+                debug(f"disk: the overlay grew by {watch.tripped} bytes, past the limit of {watch.limit}")
+                return self._finish(submission_id, sub.RUNTIME_ERROR, watch.reason(), debug=debug,
+                                    streams=run.streams, stages=run.stages or None)
+            if not isinstance(exc, HypervisorError):
+                raise
+            debug(f"the VM was lost: {exc}")
+            return self._finish(submission_id, sub.INTERNAL_ERROR, f"the VM was lost: {exc}", debug=debug,
+                                streams=run.streams)
+        if watch.tripped is not None:     # cut after the last guest call
+            debug(f"disk: the overlay grew by {watch.tripped} bytes, past the limit of {watch.limit}")
+            return self._finish(submission_id, sub.RUNTIME_ERROR, watch.reason(), debug=debug,
+                                streams=outcome.streams, stages=outcome.stages)
+        self._finish(submission_id, outcome.status, outcome.reason, debug=debug, streams=outcome.streams,
+                     stages=outcome.stages, score=outcome.score, seconds=outcome.time)
+
+    def _network(self, submission_id: int, vm, channel, debug: DebugLog) -> None:
+        """A NIC on the installation's isolated network (host only, no forward), its address set inside."""
+        from hypervisor.errors import OperationFailed
+        from hypervisor.microvm import nic
+
+        config = nic.isolated_network(self.pools.host)
+        address, mac = nic.address_for(config, submission_id), nic.mac_for(submission_id)
+        nic.attach(vm.dom, config.name, mac)
+        done = channel.exec(["python3", "-c", nic.GUEST_SETUP, mac, address, str(config.subnet().prefixlen)],
+                            uid=0, gid=0, timeout=60)
+        if done.exit_code != 0:
+            raise OperationFailed(operation="configure the guest's network device",
+                                  reason=(done.stderr or done.stdout)[-300:].decode(errors="replace"))
+        debug(f"network: {done.stdout.decode().strip()} {address}/{config.subnet().prefixlen} on {config.name} "
+              f"(isolated: the host {config.address} and nothing beyond)")
 
     # ---- rows --------------------------------------------------------------------------------------
 
@@ -208,13 +291,3 @@ class SubmissionRunner:
             row.time = 0.0 if seconds is None else round(seconds, 2)
             row.finished_at = utcnow()
         log.info("submission %s: status %s%s", submission_id, status, f" ({reason})" if reason else "")
-
-    def _append_debug(self, submission_id: int, text: str) -> None:
-        old = self.files.load(submission_id, "debug_log") or b""
-        size = self.files.save(submission_id, "debug_log", old + f"[agent] {text}\n".encode())
-        with self.db.session() as s:
-            row = s.get(Submission, submission_id)
-            if row is not None:
-                known = json.loads(row.streams or "{}")
-                known["debug_log"] = size
-                row.streams = json.dumps(known)

@@ -4,7 +4,7 @@ the scenario's stages init → build → run → test → post as `user`, and de
 `Execution.run()` drives a guest through the operations of `GuestChannel` (exec_stream, put_file,
 get_file, untar) and returns an `Outcome`; it knows nothing of the database or of VMs. Status rules
 are the contract's table: the first final status wins, post never changes it, none set → 15.
-Each stage runs under ``/bin/bash`` with limits (processes of the user, one file's size, one
+Each stage runs under ``/bin/sh`` with limits (processes of the user, one file's size, one
 process's address space) and then ``/bin/sh -c <command>``, with §D's environment.
 """
 
@@ -14,12 +14,13 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from hypervisor.microvm import tarcheck
 from hypervisor.microvm.guestd import GuestError, GuestNotFound
 
 from . import submissions as sub
 from .projectconfig import STAGES
 from storage.errors import BadData
-from storage.submissions import SubmissionFiles, pack_auxdata, without
+from storage.submissions import SubmissionFiles, concat, pack_auxdata, without
 
 WS = "/home/user/workspace"
 RUNTIME = "/sphere-engine/runtime"
@@ -28,8 +29,12 @@ MAX_RESULT = 1024 * 1024
 MAX_REPORT = 16 * 1024**2
 MAX_AUXDATA = 64 * 1024**2
 INIT_TIMEOUT = 600
-# $0 is the stage's command; limits that cannot be set (a hard limit lower already) are left as they are
-WRAPPER = ('ulimit -u "$OH_NPROC" 2>/dev/null; ulimit -f "$OH_FSIZE_KB" 2>/dev/null; '
+# $0 is the stage's command; limits that cannot be set (a hard limit lower already) are left as they are.
+# POSIX sh, not bash: under TCG every exec in a fresh clone translates its code anew, and bash is the
+# biggest. dash names the process limit -p and counts -f in 512-byte blocks; bash (a /bin/sh that is
+# bash) says -u and KiB. -v is KiB in both.
+WRAPPER = ('if [ -n "$BASH_VERSION" ]; then ulimit -u "$OH_NPROC"; ulimit -f "$OH_FSIZE_KB"; '
+           'else ulimit -p "$OH_NPROC"; ulimit -f "$((OH_FSIZE_KB * 2))"; fi 2>/dev/null; '
            'ulimit -v "$OH_AS_KB" 2>/dev/null; unset OH_NPROC OH_FSIZE_KB OH_AS_KB; exec /bin/sh -c "$0"')
 AUX_TAR = 'if [ -d "$0" ]; then exec tar -C "$0" -cf - .; else exit 3; fi'
 
@@ -187,19 +192,21 @@ class Execution:
                                 rt, top, ws, str(uid)], uid=0, gid=0, timeout=120)
         if done.exit_code != 0:
             raise GuestError(reason=f"could not make {rt}: {self._how(done)} {done.stderr[-200:]!r}")
-        members = self.guest.untar(ws, self.project_files, beneath=ws)
-        self.log(f"project files laid into {ws}: {members} members")
         source = self.files.load(self.id, sub.CLEAN_SOURCE) or b""
         source, skipped = without(source, self.read_only)
         for name in skipped:
             self.log(f"source member {name!r} skipped: read-only path of the project")
+        both, project_members, source_members = concat(self.project_files, source)
+        twice = tarcheck.Limits(compressed=2 * tarcheck.LIMITS.compressed, unpacked=2 * tarcheck.LIMITS.unpacked,
+                                members=2 * tarcheck.LIMITS.members)   # each part was checked on its own
         try:
-            members = self.guest.untar(ws, source, beneath=ws)
+            self.guest.untar(ws, both, beneath=ws, limits=twice)
         except GuestError as exc:
             if exc.kind in ("unsafe", "badarchive", "toolarge", "outside"):
-                raise ProjectError(f"the source could not be laid: {exc.message}") from None
+                raise ProjectError(f"the project's files and the source could not be laid: {exc.message}") from None
             raise
-        self.log(f"source laid into {ws}: {members} members")
+        self.log(f"project files laid into {ws}: {project_members} members")
+        self.log(f"source laid into {ws} over them: {source_members} members (one extraction)")
 
     def run_init(self) -> None:
         if not self.workspace_init.strip():
@@ -219,7 +226,7 @@ class Execution:
         err = self.files.writer(self.id, err_name, self.limits.output_cap)
         started = time.monotonic()
         try:
-            proc = self.guest.exec_stream(["/bin/bash", "-c", WRAPPER, command], env=env, cwd=self.at.ws,
+            proc = self.guest.exec_stream(["/bin/sh", "-c", WRAPPER, command], env=env, cwd=self.at.ws,
                                           timeout=timeout, kill_after=2.0)
             result = proc.wait(on_stdout=out.write, on_stderr=err.write)
         finally:

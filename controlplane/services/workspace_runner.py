@@ -172,9 +172,11 @@ class WorkspaceRunner:
         project_files = self.workspaces.projects.files.load(ws.project_id) if has_project else None
         uploads = self.workspaces.uploads.load(workspace_id)
         with conversation(self.settings, self.vms, workspace_id, hello_timeout=60) as guest:
-            prepared = guest.exec(PREPARE, uid=0, gid=0, timeout=60)
+            # 300 s: four short commands, but a fresh clone under TCG on a host at load 40 took over 60 s
+            prepared = guest.exec(PREPARE, uid=0, gid=0, timeout=300)
             if prepared.exit_code != 0:
-                raise RuntimeError(f"preparing the guest failed: {prepared.stderr[-300:]!r}")
+                how = "timed out" if prepared.timed_out else f"exit {prepared.exit_code}, signal {prepared.signal}"
+                raise RuntimeError(f"preparing the guest failed ({how}): {prepared.stderr[-300:]!r}")
             try:
                 if project_files:
                     guest.untar(ROOT, project_files)

@@ -308,12 +308,43 @@ class Workspaces:
     # ---- activity (files endpoints) ------------------------------------------------------------
 
     def running(self, user: str, workspace_id: str, code: int = 1008) -> Workspace:
-        """The workspace if it is running, noting the use; else 404 with `code` and the contract's words."""
-        with self.db.session() as s:
-            ws = self._get(s, user, workspace_id)
-            if ws.state != RUNNING or ws.pending is not None:
+        """The workspace if it is running, noting the use; else 404 with `code` and the contract's words.
+
+        Entering a stopped workspace resumes it when its `auto_resume` is set (§A): the call queues
+        the resume (capacity as PUT resume: 409/200611 past it), waits up to
+        `workspace_resume_wait` seconds for state 2 and then goes on; past that it answers
+        404/`code` "workspace is starting" and the resume goes on in the background."""
+        for attempt in (1, 2):
+            with self.db.session() as s:
+                ws = self._get(s, user, workspace_id)
+                if ws.state == RUNNING and ws.pending is None:
+                    ws.last_usage = utcnow()
+                    return ws
+                resumable = ws.pending == "resume" or (ws.state == STOPPED and ws.pending is None
+                                                       and bool(ws.auto_resume))
                 words = {STARTING: "workspace is starting", STOPPED: "workspace is stopped"}
                 reason = "workspace is stopped" if ws.pending == "stop" else words.get(ws.state)
+            if attempt == 2 or not resumable:
                 raise ContainersError(404, code, reason or "workspace not available")
-            ws.last_usage = utcnow()
-            return ws
+            self._auto_resume(user, workspace_id)
+            deadline = time.monotonic() + self.settings.workspace_resume_wait
+            while time.monotonic() < deadline:
+                with self.db.read_session() as s:
+                    pending = s.scalar(select(Workspace.pending).where(Workspace.id == workspace_id))
+                if pending != "resume":
+                    break
+                time.sleep(self.poll)
+        raise AssertionError("unreachable")
+
+    def _auto_resume(self, user: str, workspace_id: str) -> None:
+        """Queue the resume of a stopped workspace with `auto_resume` (unless one is under way)."""
+        with self.db.session() as s:
+            self._serialize(s)
+            ws = self._get(s, user, workspace_id)
+            if ws.state != STOPPED or ws.pending is not None or not ws.auto_resume:
+                return
+            self._check_capacity(s, user, ws.slots, ws.memory_mib)
+            ws.state, ws.pending = STARTING, "resume"
+            JobQueue.enqueue(s, "workspace", ws.id, {"action": "resume"})
+            log.info("workspace %s: resumed on access (auto_resume)", ws.id)
+        self.notify()

@@ -249,10 +249,13 @@ def execute(guest: Guest, port: socket.socket | None, files: dict[str, bytes], c
 
 
 def execute_served(guest: Guest, port: socket.socket, files: dict[str, bytes], command: str, *, timeout: float,
-                   cap: int, cancel: threading.Event | None, stop: Callable[[], None]) -> RunResult:
+                   cap: int, cancel: threading.Event | None, stop: Callable[[], None],
+                   ack_timeout: float = ACK_TIMEOUT) -> RunResult:
     """A run through oh-run's port: send the request, wait for its acknowledgement (the program
     starts then), read the output frames up to the exit status. Same contract as `execute`; the
-    output arrives as it is written, so a timeout keeps it without asking the guest."""
+    output arrives as it is written, so a timeout keeps it without asking the guest. A pool VM that
+    does not acknowledge within ``ack_timeout`` is given up for another; a caller with one VM only
+    (a workspace) waits longer."""
     if runport.drain(port) is None:
         raise VmUnusable(f"{guest.name}: its {RUN_CHANNEL} port closed")
     now = time.time_ns()
@@ -260,7 +263,7 @@ def execute_served(guest: Guest, port: socket.socket, files: dict[str, bytes], c
     request = b"".join([runport.record(b"H", "", header), *(runport.record(b"F", n, d) for n, d in files.items()),
                         runport.record(b"C", "", command.encode() + b"\n"), runport.record(b"E", "", b"")])
     reply = runport.Reply(cap)
-    ack_by = time.monotonic() + ACK_TIMEOUT + len(request) / 1024**2
+    ack_by = time.monotonic() + ack_timeout + len(request) / 1024**2
     try:
         runport.send_all(port, request, ack_by, cancel)
         while not reply.acked:
@@ -276,7 +279,7 @@ def execute_served(guest: Guest, port: socket.socket, files: dict[str, bytes], c
         if cancel is not None and cancel.is_set():
             stop()
             return RunResult(137, b"", False, False, True, 0.0)
-        raise VmUnusable(f"{guest.name}: oh-run did not take the run within {ACK_TIMEOUT:.0f} s")
+        raise VmUnusable(f"{guest.name}: oh-run did not take the run within {ack_timeout:.0f} s")
     begun = time.monotonic()
     deadline = begun + timeout
     error = None

@@ -136,6 +136,16 @@ class WarmPool(ClonePool):
         """Destroy a leased VM (in the background); the pool refills."""
         self._retire(vm, wait=False)
 
+    def cut(self, vm: Vm) -> None:
+        """Cut a leased VM's power now (a runaway tenant): its ports end, its overlay goes; `release`
+        after it is a no-op."""
+        self._stop(vm)
+
+    @staticmethod
+    def disk_used(vm: Vm) -> int:
+        """Bytes a leased VM's own disk (its overlay) holds on the host; 0 once it is gone."""
+        return overlay.allocated(vm.overlay)
+
     def _execute(self, vm: Vm, files: dict[str, bytes], command: str, *, timeout: float, cap: int,
                  cancel: threading.Event | None, helper: bool | None = None) -> RunResult:
         template = self._template

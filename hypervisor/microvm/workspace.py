@@ -272,8 +272,10 @@ class WorkspaceVMs:
             self._ports[ws_id] = vm.port
         vm.guest.resume()
         if vm.port is not None:
+            # The only VM of this workspace: a restored guest on a host at load 50 took over the
+            # pool's 15 s to acknowledge its first run (a resume failed with state 5 for that).
             result = run.execute_served(vm.guest, vm.port, {}, "true", timeout=60, cap=0, cancel=None,
-                                        stop=lambda: None)
+                                        stop=lambda: None, ack_timeout=120)
         else:
             run.wait_agent(vm.guest, 60)
             result = run.execute(vm.guest, None, {}, "true", timeout=60, cap=0, cancel=None, helper=True,
