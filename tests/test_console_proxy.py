@@ -5,6 +5,7 @@ page without a ticket says why. (VNC through a real server: tests/test_consoles_
 from __future__ import annotations
 
 import http.client
+import time
 import uuid
 from urllib.parse import urlsplit
 
@@ -75,8 +76,13 @@ def test_proxy_serves_pages_and_pinned_assets(installation):
     assert get(installation, "/nothing")[0] == 404
     # a ticket sent in a query string anyway is masked in the access log
     assert get(installation, "/health?ticket=query-secret-123&x=1")[0] == 200
-    log = (installation.state_dir / "proxy.log").read_text()
-    assert "query-secret-123" not in log and "/health?ticket=***&x=1" in log
+    # the access line is written after the answer: wait for it rather than read too early
+    deadline, log = time.monotonic() + 30, ""
+    while "/health?ticket=" not in log and time.monotonic() < deadline:
+        time.sleep(0.1)
+        log = (installation.state_dir / "proxy.log").read_text()
+    assert "/health?ticket=***&x=1" in log
+    assert "query-secret-123" not in log
 
 
 def test_websocket_refused_before_upgrade(installation):
