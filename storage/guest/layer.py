@@ -82,6 +82,9 @@ def install_layer(parent: Path, tree: Path, packages: list[str], debs: Path) -> 
                      str(exc.context.get("detail", ""))[-200:])
             _apt(tree, "update")
             _apt(tree, *install)
+        # apt's binary caches of the package lists (about 70 MB) are rebuilt by apt when needed
+        for cache in (tree / "var/cache/apt").glob("*.bin"):
+            cache.unlink()
     finally:
         unmount_below(tree)
         policy.unlink(missing_ok=True)
