@@ -41,6 +41,8 @@ from .run import WRAPPER, exec_plain
 
 log = logging.getLogger("openhosting.hypervisor.microvm")
 
+#: Seconds the template's warm-up may take (then it is cut short and the template saved as it is).
+WARMUP_LIMIT = 200
 _FORMAT = 5      # bump when the template's layout or the run contract changes
 
 
@@ -78,7 +80,9 @@ def setup_script(started: list[tuple[str, list[str]]], copied: list[str]) -> str
                   f"  setsid env -i {env} {shlex.join(argv)} </dev/null >/dev/null 2>&1 &",
                   f"  echo $! > {pid}",
                   "fi"]
-    lines += ["cd /tmp", '( eval "$1" ) >/dev/null 2>&1 || true', "sync"]
+    # the warm-up is best effort: bounded (a compiler under TCG on a loaded host may take minutes) so
+    # that the template is saved either way
+    lines += ["cd /tmp", f'timeout {WARMUP_LIMIT} bash -c "$1" >/dev/null 2>&1 || true', "sync"]
     for name, _ in started:
         pid = f"{GUEST_CONTROL}/{name}.pid"
         lines += [f'if [ -s {pid} ] && kill -0 "$(cat {pid})" 2>/dev/null; then echo "running {name}"; fi']
