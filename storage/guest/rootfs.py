@@ -41,6 +41,7 @@ class ImageSpec:
     extends: str | None = None   # the image whose tree this one's is a copy of (layer.py)
     own_packages: tuple[str, ...] = ()   # what the layer installs on top of `extends`
     warmup: str | None = None    # shell run in the template and every clone before runs (None: default)
+    tree: str = ""               # cache key of its tree (see _tree_key)
 
 
 def manifest_path() -> Path:
@@ -92,6 +93,17 @@ def load_manifest(path: Path | None = None) -> dict[str, ImageSpec]:
             name = entries[name].get("extends")
         return out
 
+    def tree_key(name: str) -> str:
+        """Debootstrap's inputs for a root image; its parent's key and its own packages for a layer."""
+        entry = entries[name]
+        if entry.get("extends") is None:
+            every = dict.fromkeys(common + list(entry.get("packages", [])))
+            return digest("minbase", suite, mirror, sorted(every))
+        parent = entry["extends"]
+        inherited = set(common) | {p for layer in chain(parent) for p in layer.get("packages", [])}
+        own = [p for p in dict.fromkeys(entry.get("packages", [])) if p not in inherited]
+        return digest("layer", tree_key(parent), sorted(own))
+
     specs = {}
     for name, entry in entries.items():
         packages, links, merged = list(common), {}, {}
@@ -115,6 +127,7 @@ def load_manifest(path: Path | None = None) -> dict[str, ImageSpec]:
             extends=entry.get("extends"),
             own_packages=own,
             warmup=merged.get("warmup"),
+            tree=tree_key(name),
         )
     return specs
 
@@ -129,10 +142,7 @@ def get_spec(name: str) -> ImageSpec:
 # ---- debootstrap, cached ------------------------------------------------------------------------
 
 def _tree_key(spec: ImageSpec) -> str:
-    """The cache key of an image's tree: debootstrap's inputs, or its parent's key and its own packages."""
-    if spec.extends is None:
-        return digest("minbase", spec.suite, spec.mirror, sorted(spec.packages))
-    return digest("layer", _tree_key(get_spec(spec.extends)), sorted(spec.own_packages))
+    return spec.tree
 
 
 def debootstrap_tree(spec: ImageSpec) -> Path:
