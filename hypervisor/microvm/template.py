@@ -22,6 +22,7 @@ import logging
 import os
 import shlex
 import shutil
+import threading
 import time
 import uuid as uuidlib
 from dataclasses import dataclass
@@ -41,6 +42,10 @@ from .run import WRAPPER, exec_plain
 
 log = logging.getLogger("openhosting.hypervisor.microvm")
 
+#: Templates booted at once in this process: an agent with a pool per image starts every template at
+#: once, and under TCG nine boots sharing two CPUs each missed the 300 s agent timeout (load 60-77);
+#: one after the other they are ready one by one. The boot timeout counts from the VM's start.
+_BOOTING = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 #: Seconds the template's warm-up may take (then it is cut short and the template saved as it is).
 WARMUP_LIMIT = 200
 _FORMAT = 5      # bump when the template's layout or the run contract changes
@@ -175,7 +180,8 @@ class Templates:
                     pass
             for stale in self.work_dir.glob(f"template-{self.image.slug}-*"):
                 shutil.rmtree(stale, ignore_errors=True)
-            return self._make(directory, key)
+            with _BOOTING:
+                return self._make(directory, key)
 
     def discard(self, template: Template) -> None:
         """Remove a template that looks broken (its clones keep failing); `ensure` makes it again."""
