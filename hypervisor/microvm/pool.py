@@ -15,7 +15,6 @@ import collections
 import logging
 import os
 import queue
-import shlex
 import threading
 import time
 import uuid as uuidlib
@@ -41,10 +40,6 @@ log = logging.getLogger("openhosting.hypervisor.microvm")
 class _Waiter:
     event: threading.Event = field(default_factory=threading.Event)
     vm: Vm | None = None
-
-
-#: Seconds a clone's warm-up may take inside the guest before it is cut short.
-CLONE_WARMUP_LIMIT = 90
 
 
 class ClonePool:
@@ -349,9 +344,7 @@ class ClonePool:
                 guest.resume()
                 if not self._is_served(vm):
                     run.wait_agent(guest, 60)
-                # bounded inside the guest too: a warm-up cut short (exit 124) still leaves a usable clone
-                warmup = f"cd /tmp && timeout {CLONE_WARMUP_LIMIT} bash -c {shlex.quote(self.image.warmup)}"
-                result = run.execute(guest, vm.port, {}, warmup, timeout=CLONE_WARMUP_LIMIT + 30,
+                result = run.execute(guest, vm.port, {}, f"cd /tmp && {{ {self.image.clone_warmup} ; }}", timeout=120,
                                      cap=1024, cancel=None, helper=template.helper, served=template.served,
                                      stop=lambda: self._stop(vm))
                 if result.exit_code is None:
