@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,18 @@ def parse_size(text: str) -> int:
     if unit not in _UNITS or not number.isdigit():
         raise ValueError(f"bad size {text!r}")
     return int(number) * _UNITS[unit]
+
+
+def parse_pools(text: str) -> dict[str, int]:
+    """OPENHOSTING_PAD_POOLS: ``name=count`` pairs split by commas (``python3=2,java=1,go=0``); a name
+    is a pads language or an image slug, a count is an integer >= 0. Raises ValueError."""
+    pools = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, count = (x.strip() for x in item.partition("="))
+        if not sep or not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", name) or not count.isdigit():
+            raise ValueError(f"OPENHOSTING_PAD_POOLS: {item!r} is not NAME=COUNT (e.g. python3=2,go=0)")
+        pools[name] = int(count)
+    return pools
 
 
 def _env_size(env: dict, name: str, default: int) -> int:
@@ -75,6 +88,9 @@ class Settings:
     sandbox_max_files: int = 32
     sandbox_max_file: int = 8 * 1024**2
     sandbox_pool_size: int = 4
+    # Warm VMs per pads language or image, over sandbox_pool_size (OPENHOSTING_PAD_POOLS, parse_pools):
+    # an image's pool is the largest count naming it or one of its languages; 0 holds no VM.
+    pad_pools: dict = field(default_factory=dict)
     sandbox_fillers: int = 0      # clones prepared at once per image; 0: two per host CPU, at most the pool size
     sandbox_user_limit: int = 8
     sandbox_max_queue: int = 64
@@ -184,6 +200,7 @@ class Settings:
             sandbox_max_file=_env_size(env, "OPENHOSTING_SANDBOX_MAX_FILE", cls.sandbox_max_file),
             sandbox_pool_size=int(env.get("OPENHOSTING_SANDBOX_POOL_SIZE", cls.sandbox_pool_size)),
             sandbox_fillers=int(env.get("OPENHOSTING_SANDBOX_FILLERS", cls.sandbox_fillers)),
+            pad_pools=parse_pools(env.get("OPENHOSTING_PAD_POOLS", "")),
             sandbox_user_limit=int(env.get("OPENHOSTING_SANDBOX_USER_LIMIT", cls.sandbox_user_limit)),
             sandbox_max_queue=int(env.get("OPENHOSTING_SANDBOX_MAX_QUEUE", cls.sandbox_max_queue)),
             agent_workers=int(env.get("OPENHOSTING_AGENT_WORKERS", cls.agent_workers)),

@@ -185,6 +185,33 @@ def test_manifest_extends_is_one_entry(tmp_path):
     assert node.memory == 384 and node.size == 2**30 and node.links == {"/usr/bin/python": "python3"}
 
 
+def test_layers_key_on_their_parent_and_own_packages(tmp_path):
+    manifest = tmp_path / "images.toml"
+    text = ('common_packages = ["qemu-guest-agent"]\n'
+            '[images.base]\npackages = ["python3"]\nmemory = 256\n'
+            '[images.node]\nextends = "base"\npackages = ["nodejs", "python3"]\nmemory = 384\nwarmup = "node -e 1"\n'
+            '[images.ts]\nextends = "node"\npackages = ["node-typescript"]\nmemory = 512\n')
+    manifest.write_text(text)
+    specs = guest.load_manifest(manifest)
+    assert specs["node"].extends == "base" and specs["node"].own_packages == ("nodejs",)
+    assert specs["ts"].own_packages == ("node-typescript",) and specs["ts"].warmup == "node -e 1"  # inherited
+    assert specs["base"].warmup is None and specs["base"].extends is None
+    assert len({spec.tree for spec in specs.values()}) == 3
+    manifest.write_text(text.replace('packages = ["python3"]', 'packages = ["python3", "ruby"]'))
+    changed = guest.load_manifest(manifest)
+    assert all(changed[name].tree != specs[name].tree for name in specs)  # a new base: new layers on it
+
+
+def test_shipped_language_images_are_layers_with_a_warmup():
+    from controlplane.services.languages import RUNNABLE
+
+    specs = guest.load_manifest()
+    for lang in RUNNABLE.values():
+        spec = specs[lang.image]
+        assert spec.extends or spec.name == "base", spec.name
+        assert spec.warmup or spec.name == "base", spec.name
+
+
 @pytest.mark.parametrize("text", [
     '[images.a]\nmemory = 1\nextends = "b"\n[images.b]\nmemory = 1\nextends = "a"\n',
     '[images.a]\nmemory = 1\nextends = "nope"\n',

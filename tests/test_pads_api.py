@@ -402,3 +402,13 @@ def test_public_url_links_and_session_expiry(fresh_installation):
     time.sleep(2)  # past the one-second session lifetime: an expiry, not a speed
     error(api.get(f"/api/quota?token={token}", auth=False), 401, "invalid_api_key")
     assert api.get("/api/quota").status == 200  # API keys do not expire
+
+
+def test_run_in_an_image_not_built_is_503_naming_the_build(installation, org):
+    # this installation builds no image: every runnable language answers how to build its image
+    api = PadApi(installation, org["outsider"])
+    pad = api.pad(language="ruby")
+    body = error(api.post(f"/api/pads/{pad['id']}/run", {}), 503, "unavailable")
+    assert "openhosting-admin image build ruby" in body["message"], body
+    languages = {lang["id"]: lang for lang in api.get("/api/languages").json()["languages"]}
+    assert languages["ruby"]["image"] == "ruby" and languages["ruby"]["runnable"] is False

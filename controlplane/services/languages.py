@@ -56,7 +56,7 @@ RUNNABLE = {lang.id: lang for lang in (
     Language("python3", "main.py", "base", "python3 main.py", 10, 'print("Hello, World!")\n'),
     Language("javascript", "main.js", "node", "node main.js", 10, 'console.log("Hello, World!");\n'),
     Language("typescript", "main.ts", "typescript",
-             "tsc --target es2020 --module commonjs --outDir out main.ts && node out/main.js", 30,
+             "tsc --target es2020 --module commonjs --skipLibCheck --outDir out main.ts && node out/main.js", 60,
              'const greeting: string = "Hello, World!";\nconsole.log(greeting);\n'),
     Language("ruby", "main.rb", "ruby", "ruby main.rb", 10, "5.times do\n  puts 'Hello, World!'\nend\n"),
     Language("php", "main.php", "php", "php main.php", 10, '<?php\necho "Hello, World!\\n";\n'),

@@ -40,3 +40,8 @@ class SandboxImage:
     cmdline: str
     memory_mib: int
     warmup: str = DEFAULT_WARMUP
+    #: What each pooled clone runs before it joins the pool (through oh-run). The image's own warm-up
+    #: (a compiler's hello world) runs in the template only: run in clones through oh-run, the
+    #: language warm-ups left runs answering with the warm-up's output or "oh-run: the host went away"
+    #: (test_pads_run, load 30-40; not understood yet), so clones keep the default.
+    clone_warmup: str = DEFAULT_WARMUP

@@ -56,8 +56,8 @@ class ClonePool:
             # a clone's start is partly waiting (libvirtd, QEMU's monitor): two per CPU keep the
             # CPUs busy during a burst (measured: 4 fillers 1.93 runs/s, 2 fillers 1.69, on 2 CPUs)
             fillers = max(1, min(size, 2 * (os.cpu_count() or 1)))
-        if size < 1 or vcpus < 1 or fillers < 1:
-            raise InvalidConfig(reason="pool size, vcpus and fillers must be at least 1")
+        if size < 0 or vcpus < 1 or fillers < 1:
+            raise InvalidConfig(reason="pool size must be at least 0, vcpus and fillers at least 1")
         self.host = host
         self.image = image
         self.work_dir = Path(work_dir).absolute()
@@ -284,7 +284,7 @@ class ClonePool:
         failures = 0
         while True:
             with self._cond:
-                while not self._closed and len(self._idle) + self._preparing >= self.size:
+                while not self._closed and len(self._idle) + self._preparing >= self._target():
                     self._cond.wait()
                 if self._closed:
                     return
@@ -308,6 +308,11 @@ class ClonePool:
             with self._cond:
                 self._preparing -= 1
             self._deliver(vm)
+
+    def _target(self) -> int:
+        """How many VMs to hold idle or in preparation (lock held): the pool's size; a pool of size 0
+        holds none and prepares one per waiting run (which then pays the clone's restore)."""
+        return self.size if self.size > 0 else len(self._waiters)
 
     def _rebuild_template(self, failed: Template) -> None:
         """Clones of ``failed`` keep failing: make the template again (once, whichever filler asks)."""
@@ -349,7 +354,7 @@ class ClonePool:
                 guest.resume()
                 if not self._is_served(vm):
                     run.wait_agent(guest, 60)
-                result = run.execute(guest, vm.port, {}, f"cd /tmp && {{ {self.image.warmup} ; }}", timeout=120,
+                result = run.execute(guest, vm.port, {}, f"cd /tmp && {{ {self.image.clone_warmup} ; }}", timeout=120,
                                      cap=1024, cancel=None, helper=template.helper, served=template.served,
                                      stop=lambda: self._stop(vm))
                 if result.exit_code is None:

@@ -22,6 +22,7 @@ import logging
 import os
 import shlex
 import shutil
+import threading
 import time
 import uuid as uuidlib
 from dataclasses import dataclass
@@ -41,6 +42,12 @@ from .run import WRAPPER, exec_plain
 
 log = logging.getLogger("openhosting.hypervisor.microvm")
 
+#: Templates booted at once in this process: an agent with a pool per image starts every template at
+#: once, and under TCG nine boots sharing two CPUs each missed the 300 s agent timeout (load 60-77);
+#: one after the other they are ready one by one. The boot timeout counts from the VM's start.
+_BOOTING = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+#: Seconds the template's warm-up may take (then it is cut short and the template saved as it is).
+WARMUP_LIMIT = 200
 _FORMAT = 5      # bump when the template's layout or the run contract changes
 
 
@@ -78,7 +85,9 @@ def setup_script(started: list[tuple[str, list[str]]], copied: list[str]) -> str
                   f"  setsid env -i {env} {shlex.join(argv)} </dev/null >/dev/null 2>&1 &",
                   f"  echo $! > {pid}",
                   "fi"]
-    lines += ["cd /tmp", '( eval "$1" ) >/dev/null 2>&1 || true', "sync"]
+    # the warm-up is best effort: bounded (a compiler under TCG on a loaded host may take minutes) so
+    # that the template is saved either way
+    lines += ["cd /tmp", f'timeout {WARMUP_LIMIT} bash -c "$1" >/dev/null 2>&1 || true', "sync"]
     for name, _ in started:
         pid = f"{GUEST_CONTROL}/{name}.pid"
         lines += [f'if [ -s {pid} ] && kill -0 "$(cat {pid})" 2>/dev/null; then echo "running {name}"; fi']
@@ -171,7 +180,8 @@ class Templates:
                     pass
             for stale in self.work_dir.glob(f"template-{self.image.slug}-*"):
                 shutil.rmtree(stale, ignore_errors=True)
-            return self._make(directory, key)
+            with _BOOTING:
+                return self._make(directory, key)
 
     def discard(self, template: Template) -> None:
         """Remove a template that looks broken (its clones keep failing); `ensure` makes it again."""

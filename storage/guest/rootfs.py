@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from .cache import cache_dir, digest, locked, run, write_atomic
 from .errors import BadManifest, BuildFailed, UnknownImage
 from .initramfs import script
+from .layer import install_layer, remove_tree, unmount_below
 
 log = logging.getLogger("openhosting.storage.guest")
 
@@ -38,6 +38,10 @@ class ImageSpec:
     links: dict[str, str] = field(default_factory=dict)
     suite: str = "bookworm"
     mirror: str = "http://deb.debian.org/debian"
+    extends: str | None = None   # the image whose tree this one's is a copy of (layer.py)
+    own_packages: tuple[str, ...] = ()   # what the layer installs on top of `extends`
+    warmup: str | None = None    # shell run in the template and every clone before runs (None: default)
+    tree: str = ""               # cache key of its tree (see _tree_key)
 
 
 def manifest_path() -> Path:
@@ -69,7 +73,7 @@ def load_manifest(path: Path | None = None) -> dict[str, ImageSpec]:
     mirror = os.environ.get("OPENHOSTING_DEBIAN_MIRROR") or doc.get("mirror", "http://deb.debian.org/debian")
     common = list(doc.get("common_packages", []))
     entries = doc.get("images", {})
-    known = {"description", "packages", "memory", "size", "links", "extends"}
+    known = {"description", "packages", "memory", "size", "links", "extends", "warmup"}
     for name, entry in entries.items():
         if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", name):
             raise BadManifest(path=path, reason=f"bad image name {name!r}")
@@ -89,13 +93,26 @@ def load_manifest(path: Path | None = None) -> dict[str, ImageSpec]:
             name = entries[name].get("extends")
         return out
 
+    def tree_key(name: str) -> str:
+        """Debootstrap's inputs for a root image; its parent's key and its own packages for a layer."""
+        entry = entries[name]
+        if entry.get("extends") is None:
+            every = dict.fromkeys(common + list(entry.get("packages", [])))
+            return digest("minbase", suite, mirror, sorted(every))
+        parent = entry["extends"]
+        inherited = set(common) | {p for layer in chain(parent) for p in layer.get("packages", [])}
+        own = [p for p in dict.fromkeys(entry.get("packages", [])) if p not in inherited]
+        return digest("layer", tree_key(parent), sorted(own))
+
     specs = {}
     for name, entry in entries.items():
         packages, links, merged = list(common), {}, {}
         for layer in chain(name):
+            inherited = set(packages)
             packages += layer.get("packages", [])
             links.update(layer.get("links", {}))
-            merged.update({k: v for k, v in layer.items() if k in ("memory", "size")})
+            merged.update({k: v for k, v in layer.items() if k in ("memory", "size", "warmup")})
+        own = tuple(p for p in dict.fromkeys(entry.get("packages", [])) if p not in inherited)
         if "memory" not in merged:
             raise BadManifest(path=path, reason=f"image {name}: no memory")
         specs[name] = ImageSpec(
@@ -107,6 +124,10 @@ def load_manifest(path: Path | None = None) -> dict[str, ImageSpec]:
             links=links,
             suite=suite,
             mirror=mirror,
+            extends=entry.get("extends"),
+            own_packages=own,
+            warmup=merged.get("warmup"),
+            tree=tree_key(name),
         )
     return specs
 
@@ -120,59 +141,48 @@ def get_spec(name: str) -> ImageSpec:
 
 # ---- debootstrap, cached ------------------------------------------------------------------------
 
-def _debootstrap_key(spec: ImageSpec) -> str:
-    return digest("minbase", spec.suite, spec.mirror, sorted(spec.packages))
-
-
-def _unmount_below(path: Path) -> None:
-    """Unmount whatever a failed debootstrap left mounted inside `path`, deepest first.
-
-    Removing a tree with /proc still mounted in it would walk into the host's /proc.
-    """
-    prefix = str(path.resolve()) + "/"
-    with open("/proc/self/mounts") as f:
-        points = [line.split()[1].replace("\\040", " ") for line in f]
-    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
-        run("unmount", ["umount", "-l", point])
-
-
-def _remove_tree(path: Path) -> None:
-    if path.exists():
-        _unmount_below(path)
-        shutil.rmtree(path)
+def _tree_key(spec: ImageSpec) -> str:
+    return spec.tree
 
 
 def debootstrap_tree(spec: ImageSpec) -> Path:
-    """A debootstrapped tree for the spec's suite and packages, built once and cached.
+    """The tree of an image, built once and cached in <cache>/debootstrap/<key>/.
 
-    Lives in <cache>/debootstrap/<key>/ (key: suite, mirror, packages); downloaded packages are
-    kept in <cache>/debs/ so that a tree with one more package downloads only that package.
-    Needs root (debootstrap chroots).
+    An image without `extends`: debootstrap of the suite with its packages. An image that extends
+    another: a copy of the parent's tree (built first) with its own packages installed (layer.py).
+    Downloaded packages are kept in <cache>/debs/ for every tree. Needs root (chroot).
     """
     if os.geteuid() != 0:
         raise BuildFailed(step="debootstrap", detail="building a root file system needs root")
+    parent = debootstrap_tree(get_spec(spec.extends)) if spec.extends is not None else None
     base = cache_dir() / "debootstrap"
-    tree = base / _debootstrap_key(spec)
+    tree = base / _tree_key(spec)
     done = base / f"{tree.name}.complete"  # beside the tree: mkfs -d copies everything inside it
     with locked(tree):
         if done.exists():
             return tree
-        _remove_tree(tree)
+        remove_tree(tree)
         tree.with_name(f"{tree.name}.links").unlink(missing_ok=True)
         debs = cache_dir() / "debs"
         debs.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        log.info("debootstrap %s (%s) into %s", spec.suite, ",".join(spec.packages), tree)
         try:
-            run("debootstrap", ["debootstrap", "--variant=minbase", f"--include={','.join(spec.packages)}",
-                                f"--cache-dir={debs}", "--components=main", spec.suite, tree, spec.mirror],
-                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"})
+            if parent is None:
+                log.info("debootstrap %s (%s) into %s", spec.suite, ",".join(spec.packages), tree)
+                run("debootstrap", ["debootstrap", "--variant=minbase", f"--include={','.join(spec.packages)}",
+                                    f"--cache-dir={debs}", "--components=main", spec.suite, tree, spec.mirror],
+                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"})
+            else:
+                log.info("layer %s (%s) on %s into %s", spec.name, ",".join(spec.own_packages), parent, tree)
+                with locked(parent):
+                    install_layer(parent, tree, list(spec.own_packages), debs)
         except BaseException:
-            _remove_tree(tree)
+            remove_tree(tree)
             raise
-        _unmount_below(tree)
-        done.write_text(json.dumps({"packages": spec.packages, "suite": spec.suite, "mirror": spec.mirror}))
-        log.info("debootstrap took %.1f s", time.monotonic() - started)
+        unmount_below(tree)
+        done.write_text(json.dumps({"packages": spec.packages, "suite": spec.suite, "mirror": spec.mirror,
+                                    "extends": spec.extends, "seconds": round(time.monotonic() - started, 1)}))
+        log.info("tree of %s took %.1f s", spec.name, time.monotonic() - started)
     return tree
 
 
@@ -257,7 +267,7 @@ def _overlay(spec: ImageSpec) -> dict[str, tuple[bytes, int]]:
 def rootfs_key(spec: ImageSpec) -> str:
     """Identifies a root file system's content: debootstrap inputs, overlay, links and size."""
     overlay = {path: [data.decode(), mode] for path, (data, mode) in _overlay(spec).items()}
-    return digest(_OVERLAY_VERSION, _debootstrap_key(spec), overlay, spec.links, spec.size)
+    return digest(_OVERLAY_VERSION, _tree_key(spec), overlay, spec.links, spec.size)
 
 
 def _stamp(dest: Path) -> Path:
