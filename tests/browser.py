@@ -1,8 +1,11 @@
 """Browser tests: Debian's chromium driven by Playwright (PyPI), never a downloaded browser.
 
 Use in a test module with `from .browser import browser, page  # noqa: F401` (pytest fixtures):
-- `browser`: one headless chromium per test session (`/usr/bin/chromium`, or OPENHOSTING_CHROMIUM),
-  installed by `tools/setup.sh --with-browser` (tools/test.sh passes it).
+- `browser`: one headless chromium per test module (`/usr/bin/chromium`, or OPENHOSTING_CHROMIUM),
+  installed by `tools/setup.sh --with-browser` (tools/test.sh passes it). Per module, not per session:
+  Playwright's sync API keeps an asyncio loop running in the main thread while it is started, and
+  later modules that run asyncio themselves (qemu.qmp's sync monitor, websockets clients) would meet
+  "This event loop is already running".
 - `page`: a fresh browser context and page per test (no cookies or storage shared between tests);
   the page's console messages and failed requests are collected in `page.openhosting_log`. When the
   test fails, a screenshot (`failure.png`) and that log (`browser.log`) are saved in the test's
@@ -23,13 +26,12 @@ CHROMIUM = os.environ.get("OPENHOSTING_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]
 
 
-# One Playwright (and chromium) per test process, shared by every module that imports the fixture:
-# each importing module gets its own session-scoped copy of it, and a second sync_playwright() in the
-# same thread fails ("Sync API inside the asyncio loop") while the first still runs.
+# At most one Playwright (and chromium) at a time in the test process: a second sync_playwright() in
+# the same thread fails ("Sync API inside the asyncio loop") while the first still runs.
 _SHARED: dict = {"users": 0}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
