@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import re
 import socket
-import time
 
 import paramiko
 import pytest

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from .conftest import BACKENDS, new_installation
-from .containers import EXAMPLE, V1, make_project, multipart, new_account, targz
+from .containers import EXAMPLE, V1, make_project, new_account, targz
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
