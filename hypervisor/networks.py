@@ -20,7 +20,7 @@ import libvirt
 
 from .domain import Owner, domain_name, owned_by
 from .errors import ConnectionLost, HypervisorError, InvalidConfig, NetworkNotFound, Timeout, is_connection_error, translate
-from .xmlbuilder import INT, YESNO, XMLObject, child, children, prop
+from .xmlbuilder import INT, ONOFF, YESNO, XMLObject, child, children, prop
 
 
 @dataclass
@@ -46,6 +46,9 @@ class NetworkConfig(XMLObject):
     owner: Owner | None = child("./metadata/openhosting:owner", Owner)
     forward_mode: str | None = prop("./forward/@mode")   # absent: isolated
     bridge: str | None = prop("./bridge/@name")           # absent: libvirt picks virbrN
+    # Off for ours: one bridge, no loops to break. Libvirt's default (on, delay 0) gets the kernel's
+    # 2 s floor, so a new port forwards nothing for 4 s and a guest's first ARP goes unanswered.
+    stp: bool | None = prop("./bridge/@stp", ONOFF)
     mac: str | None = prop("./mac/@address")
     dns_enable: bool | None = prop("./dns/@enable", YESNO)
     address: str | None = prop("./ip/@address")
@@ -84,7 +87,7 @@ def network_config(installation_id: str, key: str, subnet: str, *, hosts: dict[s
             raise InvalidConfig(reason=f"DHCP {name} {address} is not a usable address of {subnet}")
     config = NetworkConfig(
         name=domain_name(installation_id, key), owner=Owner(installation=installation_id, kind="network"),
-        forward_mode=forward_mode, address=str(gateway), prefix=net.prefixlen,
+        forward_mode=forward_mode, stp=False, address=str(gateway), prefix=net.prefixlen,
         dhcp_ranges=[DhcpRange(start=str(start), end=str(end))])
     for mac, ip in (hosts or {}).items():
         add_host(config, mac, ip)

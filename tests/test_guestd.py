@@ -100,6 +100,18 @@ def _gone(pid: int) -> None:
     raise AssertionError(f"{pid} still runs")
 
 
+def _becomes(pid: int, comm: str) -> None:
+    for _ in range(500):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == comm:
+                    return
+        except FileNotFoundError:
+            raise AssertionError(f"{pid} ended before it became {comm}") from None
+        time.sleep(0.02)
+    raise AssertionError(f"{pid} never became {comm}")
+
+
 # --- spawn -----------------------------------------------------------------------------------
 
 def test_spawn_outlives_the_call(ch, guest):
@@ -288,6 +300,10 @@ def test_pty_close_hangs_up_but_nohup_and_setsid_survive(ch, guest):
     job_pid = int(re.search(r"J=(\d+)", out).group(1))
     setsid_pid = int(re.search(r"S=(\d+)", out).group(1))
     shell = pty.pid
+    # nohup ignores SIGHUP only once it runs, and then execs sleep: a hangup before that kills it.
+    # Wait until both are `sleep` (on a loaded host that can come after the shell's echo).
+    _becomes(nohup_pid, "sleep")
+    _becomes(setsid_pid, "sleep")
     pty.close()
     _gone(shell)
     _gone(job_pid)                        # a plain job got the shell's SIGHUP

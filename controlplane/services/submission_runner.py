@@ -253,11 +253,14 @@ class SubmissionRunner:
         config = nic.isolated_network(self.pools.host)
         address, mac = nic.address_for(config, submission_id), nic.mac_for(submission_id)
         nic.attach(vm.dom, config.name, mac)
-        done = channel.exec(["python3", "-c", nic.GUEST_SETUP, mac, address, str(config.subnet().prefixlen)],
+        done = channel.exec(["python3", "-c", nic.GUEST_SETUP, mac, address, str(config.subnet().prefixlen),
+                             config.address],
                             uid=0, gid=0, timeout=60)
         if done.exit_code != 0:
             raise OperationFailed(operation="configure the guest's network device",
                                   reason=(done.stderr or done.stdout)[-300:].decode(errors="replace"))
+        if done.stderr:
+            debug(f"network: {done.stderr.decode(errors='replace').strip()}")
         debug(f"network: {done.stdout.decode().strip()} {address}/{config.subnet().prefixlen} on {config.name} "
               f"(isolated: the host {config.address} and nothing beyond)")
 

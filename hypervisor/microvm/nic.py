@@ -24,11 +24,13 @@ from .. import subnets
 
 KEY = "subnet"
 
-#: Run as root in the guest: python3 GUEST_SETUP MAC ADDRESS PREFIX. Waits for the hot-plugged
-#: interface, brings up lo and it, sets the address (the kernel adds the subnet's route; nothing else).
+#: Run as root in the guest: python3 GUEST_SETUP MAC ADDRESS PREFIX HOST. Waits for the hot-plugged
+#: interface, brings up lo and it, sets the address (the kernel adds the subnet's route; nothing else),
+#: then waits (at most 10 s) until the host's address resolves, so the tenant's command starts on a
+#: network that answers (a bridge with STP on forwards nothing from a new port for its first 4 s).
 GUEST_SETUP = r"""
 import fcntl, os, socket, struct, sys, time
-mac, address, prefix = sys.argv[1].lower(), sys.argv[2], int(sys.argv[3])
+mac, address, prefix, host = sys.argv[1].lower(), sys.argv[2], int(sys.argv[3]), sys.argv[4]
 def named():
     for name in os.listdir("/sys/class/net"):
         try:
@@ -54,6 +56,22 @@ fcntl.ioctl(s, 0x8916, req(name, address))
 mask = socket.inet_ntoa(struct.pack("!I", (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF))
 fcntl.ioctl(s, 0x891C, req(name, mask))
 up(name)
+def resolved():
+    for line in open("/proc/net/arp").read().splitlines()[1:]:
+        f = line.split()
+        if f[0] == host and int(f[2], 16) & 2:
+            return True
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(50):
+    try:
+        udp.sendto(b"", (host, 9))
+    except OSError:
+        pass
+    time.sleep(0.2)
+    if resolved():
+        break
+else:
+    print(f"{name}: the host {host} did not answer", file=sys.stderr)
 print(name)
 """
 
@@ -77,7 +95,7 @@ def isolated_network(host: Host) -> NetworkConfig:
                     gateway = next(free.hosts())
                     net = host.define_network(NetworkConfig(
                         name=name, owner=Owner(installation=host.installation_id, kind="network"),
-                        address=str(gateway), prefix=free.prefixlen, dns_enable=False))
+                        address=str(gateway), prefix=free.prefixlen, dns_enable=False, stp=False))
         if not net.is_active():
             net.start()
         return net.config()
