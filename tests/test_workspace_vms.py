@@ -14,7 +14,7 @@ import pytest
 import hypervisor as hv
 from hypervisor.connection import Connection
 from hypervisor.errors import DomainNotFound
-from hypervisor.microvm import SandboxImage, purge
+from hypervisor.microvm import SandboxImage, purge, qemu
 from hypervisor.microvm.workspace import KIND, WorkspaceVMs, purge as purge_workspaces
 
 from .conftest import STATE_ROOT
@@ -130,6 +130,33 @@ def test_life_cycle(vms, host, image):
     assert vms.state(ws) == "missing" and ws not in vms.known()
     assert not (WORK / "ws" / ws).exists() and host.find(name) is None
     vms.remove(ws)   # idempotent
+
+
+@pytest.mark.parametrize("finished", [True, False], ids=["saved", "saving"])
+def test_stop_uses_the_save_a_dead_process_began(vms, host, image, finished):
+    """A stop whose process died after it asked QEMU to save: QEMU finishes that save on its own
+    and then refuses a second one. The next stop waits for it (``saving``) or finds it whole
+    (``saved``), and uses its file: the workspace resumes where it was."""
+    ws = os.urandom(16).hex()
+    vms.create(ws, image, image.memory_mib)
+    assert vms.exec(ws, COUNTER, timeout=60).exit_code == 0
+    before = wait_counts(vms, ws, 2)
+    name = f"oh-{INSTALLATION}-ws-{ws}"
+    dom = host.connection.get().lookupByName(name)
+    host.guest(name).suspend()
+    partial = WORK / "ws" / ws / "state.partial"
+    if finished:
+        qemu.save_state(dom, partial, ignore_shared=False)
+    else:       # at 8 MiB/s, so that it is still writing when stop comes
+        qemu.begin_save(dom, partial, ignore_shared=False, bandwidth=8 << 20)
+        assert qemu.monitor(dom, {"execute": "query-migrate"})["status"] in ("setup", "active")
+    vms.stop(ws)
+    assert vms.state(ws) == "stopped" and not partial.exists()
+    assert qemu_processes(name) == []
+    vms.resume(ws)
+    after = wait_counts(vms, ws, len(before) + 2)
+    assert after[:len(before)] == before and after == list(range(len(after))), after
+    vms.remove(ws)
 
 
 def test_timeout_kills_the_command_not_the_vm(vms, image):

@@ -70,13 +70,30 @@ def wait_migration(dom: libvirt.virDomain, timeout: float) -> dict:
         delay = min(delay * 2, 0.02)
 
 
+def earlier_save(dom: libvirt.virDomain, timeout: float) -> bool:
+    """Whether an outgoing migration (a save) that an earlier process began on ``dom`` has written
+    the whole state: one still under way is waited for (QEMU goes on writing to the descriptor it
+    was given when the process that asked dies). QEMU then stays in ``postmigrate`` and refuses a
+    second save, so the file that save wrote is the state. False when there was none."""
+    status = (monitor(dom, {"execute": "query-migrate"}) or {}).get("status")
+    if status not in (None, "none", "completed", "failed", "cancelled"):
+        wait_migration(dom, timeout=timeout)
+    return (monitor(dom, {"execute": "query-status"}) or {}).get("status") == "postmigrate"
+
+
 def save_state(dom: libvirt.virDomain, path: Path, *, ignore_shared: bool, timeout: float = 300) -> None:
     """Write the paused VM's whole state (devices, and RAM unless it lives in a shared file and
     ``ignore_shared``) to ``path`` (created 0600). The VM stays paused; its QEMU can then go."""
+    begin_save(dom, path, ignore_shared=ignore_shared)
+    wait_migration(dom, timeout=timeout)
+
+
+def begin_save(dom: libvirt.virDomain, path: Path, *, ignore_shared: bool, bandwidth: int = 1 << 40) -> None:
+    """Start `save_state`'s migration (at most ``bandwidth`` bytes/s) and return while it runs."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         # QEMU throttles migration to 32 MiB/s unless told otherwise
-        monitor(dom, {"execute": "migrate-set-parameters", "arguments": {"max-bandwidth": 1 << 40}})
+        monitor(dom, {"execute": "migrate-set-parameters", "arguments": {"max-bandwidth": bandwidth}})
         # said either way: a clone keeps the capability its incoming migration was given
         monitor(dom, {"execute": "migrate-set-capabilities", "arguments": {"capabilities": [
             {"capability": "x-ignore-shared", "state": ignore_shared}]}})
@@ -84,7 +101,6 @@ def save_state(dom: libvirt.virDomain, path: Path, *, ignore_shared: bool, timeo
     finally:
         os.close(fd)
     monitor(dom, {"execute": "migrate", "arguments": {"uri": "fd:oh-save"}})
-    wait_migration(dom, timeout=timeout)
 
 
 def load_state(dom: libvirt.virDomain, path: Path, *, ignore_shared: bool, timeout: float = 120) -> None:

@@ -119,7 +119,8 @@ class WorkspaceVMs:
 
     def stop(self, ws_id: str) -> None:
         """Save the whole VM (RAM and devices) to ``state`` and end its QEMU: no process, no host
-        memory held. Idempotent for a stopped workspace; DomainNotFound for a missing one."""
+        memory held. Idempotent for a stopped workspace; DomainNotFound for a missing one. After a
+        process died in the middle of a stop, the save it began is finished and used."""
         with self._serialized(ws_id):
             guest = self._find(ws_id)
             directory = self._dir(ws_id)
@@ -138,10 +139,18 @@ class WorkspaceVMs:
             meta = self._meta(ws_id)
             meta["xml"] = saved
             self._write_meta(ws_id, meta)
-            partial = directory / "state.partial"
-            qemu.save_state(dom, partial, ignore_shared=False, timeout=600)
-            qemu.fsync(partial)
-            partial.rename(directory / "state")     # whole, or not there at all
+            partial, state = directory / "state.partial", directory / "state"
+            if not qemu.earlier_save(dom, timeout=600):
+                qemu.save_state(dom, partial, ignore_shared=False, timeout=600)
+            elif partial.exists() or state.exists():
+                log.info("workspace %s: the save an earlier process began is whole; using it", ws_id)
+            else:                           # saved, then its file lost: run it again to save anew
+                qemu.monitor(dom, {"execute": "cont"})
+                guest.suspend()
+                qemu.save_state(dom, partial, ignore_shared=False, timeout=600)
+            if partial.exists():
+                qemu.fsync(partial)
+                partial.rename(state)       # whole, or not there at all
             guest.remove()
             qemu.remove_log(self.host, guest.name)
 
