@@ -14,26 +14,29 @@ import contextlib
 import datetime as dt
 import logging
 import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import select
 
 from hypervisor.errors import HypervisorError
+from hypervisor.microvm import tarcheck
+from storage.submissions import concat
 
 from ..jobs import JobQueue
 from ..models import Image, Project, Workspace, utcnow
 from .paging import aware
 from .workspace_files import ROOT
-from .workspace_guest import USER_HOME, conversation, workspace_vms
+from .workspace_guest import PREPARE, USER_HOME, conversation, workspace_vms
 from .workspaces import ERROR, REMOVED, RUNNING, STARTING, STOPPED, Workspaces
 
 log = logging.getLogger("openhosting.workspaces")
 
 STREAM_CAP = 1024 * 1024
 INIT_PATH = f"{USER_HOME}/.workspace_init"
-# Made as root before anything else runs in a new workspace: the user and the workspace directory.
-PREPARE = ("id -u user >/dev/null 2>&1 || useradd -m -u 1000 -U -s /bin/bash user; "
-           f"mkdir -p {ROOT} && chown user:user {USER_HOME} {ROOT}")
+#: Each part was checked on its own (the project's files when stored, the uploads when received).
+TWICE = tarcheck.Limits(compressed=2 * tarcheck.LIMITS.compressed, unpacked=2 * tarcheck.LIMITS.unpacked,
+                        members=2 * tarcheck.LIMITS.members)
 ENV = {"HOME": USER_HOME, "USER": "user", "LOGNAME": "user", "LANG": "C.UTF-8",
        "PATH": "/usr/local/bin:/usr/bin:/bin", "SE_PATH_WORKSPACE": ROOT}
 
@@ -63,6 +66,22 @@ class _Lease:
     def __exit__(self, *exc):
         self.done.set()
         return False
+
+
+def _prepared(guest) -> bool:
+    """Whether the user's workspace directory is there, owned by the user (uid 1000)."""
+    from hypervisor.microvm import guestd
+
+    try:
+        st = guest.stat(ROOT)
+    except guestd.GuestError:
+        return False
+    return st.type == "d" and st.uid == 1000
+
+
+def _split(marks: list[tuple[str, float]]) -> str:
+    """"vm 0.61, connect 0.02, …": the seconds between successive marks."""
+    return ", ".join(f"{name} {t - marks[i][1]:.2f}" for i, (name, t) in enumerate(marks[1:]))
 
 
 class WorkspaceRunner:
@@ -164,29 +183,36 @@ class WorkspaceRunner:
             self._update(workspace_id, "create", state=ERROR, pending=None, failed_at=utcnow(),
                          error_reason=f"image {ws.image} is not installed on this host")
             return
+        marks = [("start", time.monotonic())]
         self.vms.remove(workspace_id)  # a create cut short by an agent restart starts over (idempotent)
         self.vms.create(workspace_id, image, ws.memory_mib)
+        marks.append(("vm", time.monotonic()))
         with self.db.read_session() as s:
             project = s.get(Project, ws.project_id)
             has_project = project is not None
         project_files = self.workspaces.projects.files.load(ws.project_id) if has_project else None
         uploads = self.workspaces.uploads.load(workspace_id)
         with conversation(self.settings, self.vms, workspace_id, hello_timeout=60) as guest:
-            # 300 s: four short commands, but a fresh clone under TCG on a host at load 40 took over 60 s
-            prepared = guest.exec(PREPARE, uid=0, gid=0, timeout=300)
-            if prepared.exit_code != 0:
-                how = "timed out" if prepared.timed_out else f"exit {prepared.exit_code}, signal {prepared.signal}"
-                raise RuntimeError(f"preparing the guest failed ({how}): {prepared.stderr[-300:]!r}")
+            marks.append(("connect", time.monotonic()))
+            if not _prepared(guest):      # the template made them (workspace_vms); else here, once
+                # 300 s: four short commands, but a fresh clone under TCG on a host at load 40 took over 60 s
+                prepared = guest.exec(PREPARE, uid=0, gid=0, timeout=300)
+                if prepared.exit_code != 0:
+                    how = "timed out" if prepared.timed_out else f"exit {prepared.exit_code}, signal {prepared.signal}"
+                    raise RuntimeError(f"preparing the guest failed ({how}): {prepared.stderr[-300:]!r}")
+                marks.append(("prepare", time.monotonic()))
             try:
-                if project_files:
-                    guest.untar(ROOT, project_files)
-                if uploads:
-                    guest.untar(ROOT, uploads)
+                if project_files and uploads:   # one extraction, the uploads over the project's files
+                    both, _, _ = concat(project_files, uploads)
+                    guest.untar(ROOT, both, limits=TWICE)
+                elif project_files or uploads:
+                    guest.untar(ROOT, project_files or uploads)
             except Exception as exc:
                 self._update(workspace_id, "create", state=ERROR, pending=None, failed_at=utcnow(),
                              error_reason=f"the workspace files could not be placed: {type(exc).__name__}")
                 self.vms.remove(workspace_id)
                 return
+            marks.append(("files", time.monotonic()))
             out = err = b""
             failed = False
             if ws.workspace_init.strip():
@@ -201,11 +227,13 @@ class WorkspaceRunner:
                 failed = result.timed_out or result.exit_code != 0
                 if result.timed_out:
                     err += f"\n[openhosting: workspace_init stopped after {self.settings.workspace_init_timeout} s]\n".encode()
+            marks.append(("init", time.monotonic()))
         now = utcnow()
         if not self._update(workspace_id, "create", state=RUNNING, pending=None, running_since=now,
                             init_output=out or None, init_error=err or None, init_failed=failed):
             return  # removed meanwhile: its remove job clears the VM
-        log.info("workspace %s running (init %s)", workspace_id, "failed" if failed else "ok")
+        log.info("workspace %s running (init %s) in %.2f s: %s", workspace_id, "failed" if failed else "ok",
+                 marks[-1][1] - marks[0][1], _split(marks))
 
     def _stop(self, workspace_id: str) -> None:
         if self._row(workspace_id, "stop") is None:
@@ -224,8 +252,10 @@ class WorkspaceRunner:
             self._update(workspace_id, "resume", state=ERROR, pending=None, failed_at=utcnow(),
                          error_reason="the saved state of the workspace is lost")
             return
+        started = time.monotonic()
         self.vms.resume(workspace_id)  # also unpauses a VM that an interrupted resume left paused
         self._update(workspace_id, "resume", state=RUNNING, pending=None, running_since=utcnow())
+        log.info("workspace %s resumed in %.2f s", workspace_id, time.monotonic() - started)
 
     def _remove(self, workspace_id: str) -> None:
         if self._row(workspace_id, "remove") is None:

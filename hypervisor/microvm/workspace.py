@@ -87,8 +87,12 @@ _COMMAND = f"exec setsid -w /bin/sh ./{_SCRIPT}"
 class WorkspaceVMs:
     """Workspace VMs of one installation under ``work_root`` (see the module docstring)."""
 
-    def __init__(self, host: Host, work_root: Path, *, vcpus: int = 1, boot_timeout: float = 300):
+    def __init__(self, host: Host, work_root: Path, *, vcpus: int = 1, boot_timeout: float = 300,
+                 template_setup: str = ""):
+        """``template_setup``: shell run as root in each template after the image's warm-up (what
+        every workspace needs made once, e.g. its user), so that clones start with it done."""
         self.host = host
+        self.template_setup = template_setup
         self.work_root = Path(work_root).absolute()
         self.vcpus = vcpus
         self.boot_timeout = boot_timeout
@@ -357,7 +361,8 @@ class WorkspaceVMs:
                 for path in (self.work_root, self.work_root / "templates", work):
                     path.mkdir(exist_ok=True)
                     path.chmod(0o711)
-                self._templates[key] = Templates(self.host, replace(image, memory_mib=memory_mib), work,
+                warmup = f"{image.warmup}\n{self.template_setup}" if self.template_setup else image.warmup
+                self._templates[key] = Templates(self.host, replace(image, memory_mib=memory_mib, warmup=warmup), work,
                                                  self.vcpus, boot_timeout=self.boot_timeout)
             return self._templates[key]
 
