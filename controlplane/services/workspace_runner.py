@@ -114,9 +114,13 @@ class WorkspaceRunner:
         if handler is None:
             self.queue.finish(job.id, error=f"unknown action {action!r}")
             return
+        queued = (utcnow() - aware(job.created_at)).total_seconds()
+        started = time.monotonic()
         try:
             with self._serialized(job.target), _Lease(self.queue, job.id):
                 handler(job.target)
+            log.info("workspace %s: %s took %.2f s after %.2f s in the queue", job.target, action,
+                     time.monotonic() - started, queued)
         except Exception as exc:
             log.exception("workspace %s: %s failed", job.target, action)
             self._failed(job.target, action, exc)
@@ -252,10 +256,8 @@ class WorkspaceRunner:
             self._update(workspace_id, "resume", state=ERROR, pending=None, failed_at=utcnow(),
                          error_reason="the saved state of the workspace is lost")
             return
-        started = time.monotonic()
         self.vms.resume(workspace_id)  # also unpauses a VM that an interrupted resume left paused
         self._update(workspace_id, "resume", state=RUNNING, pending=None, running_since=utcnow())
-        log.info("workspace %s resumed in %.2f s", workspace_id, time.monotonic() - started)
 
     def _remove(self, workspace_id: str) -> None:
         if self._row(workspace_id, "remove") is None:
