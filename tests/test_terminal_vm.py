@@ -159,8 +159,10 @@ def end_of(sock: socket.socket) -> dict:
 def test_proxy_sessions_background_process_survives_close_and_stop_resume(site, alice):
     sock, answer = open_session(site, alice.api.user, alice.ws, rows=20, cols=70)
     assert answer == {"ok": True, "resumed": False}
+    # nohup ignores SIGHUP only once it runs (then it execs sh): wait for that before the hang-up
     sock.sendall(wire.pack(wire.DATA, b"stty size; nohup sh -c 'while :; do sleep 1; done' >/dev/null 2>&1 & "
-                                      b"echo PID=$!\n"))
+                                      b"p=$!; while [ \"$(cat /proc/$p/comm)\" != sh ]; do sleep 0.1; done; "
+                                      b"echo PID=$p\n"))
     out = screen_until(sock, rb"PID=(\d+)\r")
     assert b"20 70" in out
     pid = int(re.search(rb"PID=(\d+)\r", out).group(1))
@@ -318,7 +320,7 @@ def test_terminal_of_stopped_workspace_resumes_and_background_survives(site, ali
         ws_state(conn)
         # (setsid forks when its caller leads a process group, as a job does: the loop writes its own pid)
         conn.send(b"setsid sh -c 'echo $$ > bg.pid; while :; do sleep 1; done' >/dev/null 2>&1 </dev/null & "
-                  b"sleep 2; echo BG=$(cat bg.pid)\n")
+                  b"until [ -s bg.pid ]; do sleep 0.1; done; echo BG=$(cat bg.pid)\n")
         pid = int(re.search(rb"BG=(\d+)\r", ws_until(conn, rb"BG=\d+\r")).group(1))
     # the tab closed; stop the workspace, then open its terminal again: it resumes it
     assert alice.api.put(f"/workspaces/{alice.ws}/stop").status == 200
