@@ -197,10 +197,8 @@ class Execution:
         for name in skipped:
             self.log(f"source member {name!r} skipped: read-only path of the project")
         both, project_members, source_members = concat(self.project_files, source)
-        twice = tarcheck.Limits(compressed=2 * tarcheck.LIMITS.compressed, unpacked=2 * tarcheck.LIMITS.unpacked,
-                                members=2 * tarcheck.LIMITS.members)   # each part was checked on its own
         try:
-            self.guest.untar(ws, both, beneath=ws, limits=twice)
+            self.guest.untar(ws, both, beneath=ws, limits=tarcheck.TWO_PARTS)  # each part checked alone
         except GuestError as exc:
             if exc.kind in ("unsafe", "badarchive", "toolarge", "outside"):
                 raise ProjectError(f"the project's files and the source could not be laid: {exc.message}") from None

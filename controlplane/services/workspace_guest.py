@@ -18,10 +18,11 @@ from ..config import Settings
 from .workspace_files import ROOT, GuestFileError
 
 USER_HOME = "/home/user"
+USER_UID = 1000
 BOOT_TIMEOUT = 900
 # Made as root before anything else runs in a workspace (in its template, else by the create): the
 # user and the workspace directory.
-PREPARE = ("id -u user >/dev/null 2>&1 || useradd -m -u 1000 -U -s /bin/bash user; "
+PREPARE = (f"id -u user >/dev/null 2>&1 || useradd -m -u {USER_UID} -U -s /bin/bash user; "
            f"mkdir -p {ROOT} && chown user:user {USER_HOME} {ROOT}")
 
 

@@ -27,16 +27,13 @@ from ..jobs import JobQueue
 from ..models import Image, Project, Workspace, utcnow
 from .paging import aware
 from .workspace_files import ROOT
-from .workspace_guest import PREPARE, USER_HOME, conversation, workspace_vms
+from .workspace_guest import PREPARE, USER_HOME, USER_UID, conversation, workspace_vms
 from .workspaces import ERROR, REMOVED, RUNNING, STARTING, STOPPED, Workspaces
 
 log = logging.getLogger("openhosting.workspaces")
 
 STREAM_CAP = 1024 * 1024
 INIT_PATH = f"{USER_HOME}/.workspace_init"
-#: Each part was checked on its own (the project's files when stored, the uploads when received).
-TWICE = tarcheck.Limits(compressed=2 * tarcheck.LIMITS.compressed, unpacked=2 * tarcheck.LIMITS.unpacked,
-                        members=2 * tarcheck.LIMITS.members)
 ENV = {"HOME": USER_HOME, "USER": "user", "LOGNAME": "user", "LANG": "C.UTF-8",
        "PATH": "/usr/local/bin:/usr/bin:/bin", "SE_PATH_WORKSPACE": ROOT}
 
@@ -69,14 +66,14 @@ class _Lease:
 
 
 def _prepared(guest) -> bool:
-    """Whether the user's workspace directory is there, owned by the user (uid 1000)."""
+    """Whether the user's workspace directory is there, owned by the user."""
     from hypervisor.microvm import guestd
 
     try:
         st = guest.stat(ROOT)
     except guestd.GuestError:
         return False
-    return st.type == "d" and st.uid == 1000
+    return st.type == "d" and st.uid == USER_UID
 
 
 def _split(marks: list[tuple[str, float]]) -> str:
@@ -208,7 +205,7 @@ class WorkspaceRunner:
             try:
                 if project_files and uploads:   # one extraction, the uploads over the project's files
                     both, _, _ = concat(project_files, uploads)
-                    guest.untar(ROOT, both, limits=TWICE)
+                    guest.untar(ROOT, both, limits=tarcheck.TWO_PARTS)  # each part checked on its own
                 elif project_files or uploads:
                     guest.untar(ROOT, project_files or uploads)
             except Exception as exc:

@@ -88,6 +88,27 @@ def save_state(dom: libvirt.virDomain, path: Path, *, ignore_shared: bool, timeo
     wait_migration(dom, timeout=timeout)
 
 
+def save_whole(dom: libvirt.virDomain, path: Path, *, timeout: float) -> bool:
+    """Save the paused VM's whole state, RAM included, to ``path``: written as ``<path>.partial``,
+    fsynced, then renamed, so ``path`` is whole or absent. A save an earlier process began is
+    finished and used (`earlier_save`); returns True when it was."""
+    partial = path.with_name(path.name + ".partial")
+    earlier = earlier_save(dom, timeout=timeout)
+    if not earlier:
+        save_state(dom, partial, ignore_shared=False, timeout=timeout)
+    elif not partial.exists() and not path.exists():    # saved, then its file lost: run, save anew
+        monitor(dom, {"execute": "cont"})
+        try:
+            dom.suspend()
+        except libvirt.libvirtError as exc:
+            raise translate(exc, domain=dom.name(), operation="pause") from exc
+        save_state(dom, partial, ignore_shared=False, timeout=timeout)
+    if partial.exists():
+        fsync(partial)
+        partial.rename(path)
+    return earlier
+
+
 def begin_save(dom: libvirt.virDomain, path: Path, *, ignore_shared: bool, bandwidth: int = 1 << 40) -> None:
     """Start `save_state`'s migration (at most ``bandwidth`` bytes/s) and return while it runs."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -30,6 +30,8 @@ class Limits:
 
 
 LIMITS = Limits()
+#: For one archive made of two that were each checked against LIMITS (storage.submissions.concat).
+TWO_PARTS = Limits(compressed=2 * LIMITS.compressed, unpacked=2 * LIMITS.unpacked, members=2 * LIMITS.members)
 _MAX_HOPS = 40
 
 

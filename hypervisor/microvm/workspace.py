@@ -143,18 +143,8 @@ class WorkspaceVMs:
             meta = self._meta(ws_id)
             meta["xml"] = saved
             self._write_meta(ws_id, meta)
-            partial, state = directory / "state.partial", directory / "state"
-            if not qemu.earlier_save(dom, timeout=600):
-                qemu.save_state(dom, partial, ignore_shared=False, timeout=600)
-            elif partial.exists() or state.exists():
-                log.info("workspace %s: the save an earlier process began is whole; using it", ws_id)
-            else:                           # saved, then its file lost: run it again to save anew
-                qemu.monitor(dom, {"execute": "cont"})
-                guest.suspend()
-                qemu.save_state(dom, partial, ignore_shared=False, timeout=600)
-            if partial.exists():
-                qemu.fsync(partial)
-                partial.rename(state)       # whole, or not there at all
+            if qemu.save_whole(dom, directory / "state", timeout=600):
+                log.info("workspace %s: the save an earlier process began is whole; used it", ws_id)
             guest.remove()
             qemu.remove_log(self.host, guest.name)
 
