@@ -6,7 +6,8 @@ port now from libvirt, logs in to QEMU with the server's password (rfb.login), a
 a stopped server, a server without VNC or a QEMU that refuses the password answers HTTP 403 like a bad
 ticket. The browser is offered security type None and everything after the security handshake is
 relayed byte for byte. When QEMU closes the connection the proxy asks libvirt whether the server still
-runs and closes the WebSocket with a reason the page shows (4001: the server stopped; 4002: the VNC
+runs (giving an exiting QEMU up to 5 s to be reported shut off) and closes the WebSocket with a reason
+the page shows (4001: the server stopped; 4002: the VNC
 server closed the connection; 4003: the browser spoke no RFB).
 """
 
@@ -31,6 +32,9 @@ from .app import STATIC
 log = logging.getLogger("openhosting.proxy.vnc")
 
 CLOSE_STOPPED, CLOSE_VNC_GONE, CLOSE_NOT_RFB = 4001, 4002, 4003
+#: QEMU closes VNC as it exits, a moment before libvirt reports the domain shut off (longer on a
+#: loaded host): how long a closed VNC connection waits for that before it counts as VNC's own.
+STOP_SETTLE = 5.0
 PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
                 "X-Content-Type-Options": "nosniff"}
 
@@ -97,7 +101,7 @@ def routes(ctx) -> list:
             log.info("console of server %s opened (user %s)", server, claim.owner)
             code, reason = await _session(websocket, reader, writer)
             if code in (CLOSE_STOPPED, CLOSE_VNC_GONE):
-                running = await run_in_threadpool(is_running, ctx.host, server)
+                running = await _still_running(ctx.host, server)
                 code, reason = ((CLOSE_VNC_GONE, "the VNC server closed the connection") if running
                                 else (CLOSE_STOPPED, "the server stopped"))
             log.info("console of server %s closed: %s", server, reason)
@@ -171,3 +175,13 @@ async def _session(websocket: WebSocket, reader: asyncio.StreamReader, writer: a
     if "error" in ended:
         log.warning("console relay failed: %r", [t.exception() for t in done if t.exception()])
     return 0, "the browser left"
+
+
+async def _still_running(host, server: str) -> bool:
+    """Whether the server still runs once its QEMU had `STOP_SETTLE` seconds to finish exiting."""
+    deadline = asyncio.get_running_loop().time() + STOP_SETTLE
+    while await run_in_threadpool(is_running, host, server):
+        if asyncio.get_running_loop().time() >= deadline:
+            return True
+        await asyncio.sleep(0.2)
+    return False
