@@ -103,7 +103,10 @@ class Settings:
     # of one workspace (0: its image's), the init script's time limit (s), how often the agent checks
     # the timers (s), the length of the contract's "minute" in seconds (tests shorten it), and how long
     # a files call waits for a stopped workspace it resumes (`auto_resume`) before answering 404/1008.
+    # The agent keeps `workspace_spare_vms` QEMUs started ahead per template, for creates and for
+    # resumes each (0: none; every create and resume then waits for libvirt's start).
     workspace_slots: int = 10
+    workspace_spare_vms: int = 1
     workspace_host_memory: int = 0
     workspace_memory: int = 0
     workspace_init_timeout: int = 600
@@ -206,6 +209,7 @@ class Settings:
             agent_workers=int(env.get("OPENHOSTING_AGENT_WORKERS", cls.agent_workers)),
             imaging_rate=_env_size(env, "OPENHOSTING_IMAGING_RATE", cls.imaging_rate),
             workspace_slots=int(env.get("OPENHOSTING_WORKSPACE_SLOTS", cls.workspace_slots)),
+            workspace_spare_vms=int(env.get("OPENHOSTING_WORKSPACE_SPARE_VMS", cls.workspace_spare_vms)),
             workspace_host_memory=_env_size(env, "OPENHOSTING_WORKSPACE_HOST_MEMORY", cls.workspace_host_memory),
             workspace_memory=_env_size(env, "OPENHOSTING_WORKSPACE_MEMORY", cls.workspace_memory),
             workspace_init_timeout=int(env.get("OPENHOSTING_WORKSPACE_INIT_TIMEOUT", cls.workspace_init_timeout)),

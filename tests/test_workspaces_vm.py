@@ -4,12 +4,15 @@ counting background process, capacity on resume, init failure, timers, and agent
 from __future__ import annotations
 
 import base64
+import re
 import signal
 import subprocess
 import threading
 import time
 
 import pytest
+
+from hypervisor.xmlbuilder import OPENHOSTING_NS
 
 from .conftest import new_installation
 from .containers import make_project, new_account, targz
@@ -42,10 +45,24 @@ def wait_state(api, ws, codes, timeout=300):
     raise AssertionError(f"workspace {ws} not in {codes}: {body['state']}")
 
 
-def vm_names(inst) -> list[str]:
+def vm_owners(inst) -> dict[str, str]:
+    """Domain name -> workspace id, for this installation's workspace VMs (not the spares): the
+    owner in each domain's metadata, since a workspace may run in a spare VM it took."""
     installation = (inst.state_dir / "installation-id").read_text().strip()
     out = subprocess.run(["virsh", "list", "--all", "--name"], capture_output=True, text=True).stdout.split()
-    return [n for n in out if n.startswith(f"oh-{installation}-ws-")]
+    owners = {}
+    for name in out:
+        if not name.startswith(f"oh-{installation}-"):
+            continue
+        meta = subprocess.run(["virsh", "metadata", name, OPENHOSTING_NS], capture_output=True, text=True).stdout
+        kind, server = re.search(r"<kind>(.*?)</kind>", meta), re.search(r"<server>(.*?)</server>", meta)
+        if kind and server and kind.group(1) == "workspace" and not server.group(1).startswith("spare-"):
+            owners[name] = server.group(1)
+    return owners
+
+
+def vm_names(inst) -> list[str]:
+    return sorted(vm_owners(inst))
 
 
 def counter(api, ws) -> int:
@@ -243,9 +260,9 @@ def test_inactivity_stops_then_retention_removes(site, tmp_path):
     assert wait_state(api, drop, (3, 4, 5), timeout=120)["state"]["code"] == 4   # idle, no stopped retention
     assert wait_state(api, keep, (4, 5), timeout=120)["state"]["code"] == 4      # stopped past its retention
     deadline = time.monotonic() + 60
-    while [n for n in vm_names(site) if n.endswith((keep, drop))] and time.monotonic() < deadline:
+    while set(vm_owners(site).values()) & {keep, drop} and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not [n for n in vm_names(site) if n.endswith((keep, drop))]
+    assert not set(vm_owners(site).values()) & {keep, drop}
 
 
 def _kill_agent(site) -> None:
@@ -254,7 +271,7 @@ def _kill_agent(site) -> None:
 
 
 def _domains(site, ws) -> list[str]:
-    return [n for n in vm_names(site) if n.endswith(ws)]
+    return [n for n, owner in vm_owners(site).items() if owner == ws]
 
 
 def test_agent_kill_during_create_stop_resume(site, tmp_path):

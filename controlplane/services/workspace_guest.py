@@ -30,7 +30,9 @@ def work_root(settings: Settings) -> Path:
     return settings.state_dir / "workspace-vms"
 
 
-def workspace_vms(settings: Settings, host):
+def workspace_vms(settings: Settings, host, *, owner: bool = False):
+    """The workspace VMs; ``owner``: for the process that runs their actions (the agent), which
+    keeps the spare VMs (`OPENHOSTING_WORKSPACE_SPARE_VMS`)."""
     from hypervisor.microvm.workspace import WorkspaceVMs
 
     root = work_root(settings)
@@ -39,7 +41,8 @@ def workspace_vms(settings: Settings, host):
     # A template boots once per image and memory size; under TCG on a loaded host it has taken
     # longer than WorkspaceVMs' default 300 s. The template makes the user and the workspace
     # directory, so that a create does not spend a guest command (0.25 s under TCG) on them.
-    return WorkspaceVMs(host, root, boot_timeout=BOOT_TIMEOUT, template_setup=PREPARE)
+    return WorkspaceVMs(host, root, boot_timeout=BOOT_TIMEOUT, template_setup=PREPARE,
+                        spare_vms=settings.workspace_spare_vms if owner else 0)
 
 
 @contextlib.contextmanager

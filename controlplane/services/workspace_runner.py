@@ -99,7 +99,7 @@ class WorkspaceRunner:
     def vms(self):
         with self._lock:
             if self._vms is None:
-                self._vms = workspace_vms(self.settings, self.host)
+                self._vms = workspace_vms(self.settings, self.host, owner=True)
             return self._vms
 
     # ---- jobs ------------------------------------------------------------------------------------

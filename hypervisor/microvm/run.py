@@ -201,7 +201,7 @@ def execute(guest: Guest, port: socket.socket | None, files: dict[str, bytes], c
         seed = os.urandom(64)
         if helper:
             records = [runport.record(b"F", name, data) for name, data in inline.items()]
-            records.append(runport.record(b"C", "", command.encode() + b"\n"))
+            records.append(runport.record(b"C", "", command.encode() + b"\n" if command else b""))
             arguments = {"path": GUEST_HELPER, "arg": [
                 str(now // 10**9), str(now % 10**9), seed.hex(), GUEST_WORKDIR, GUEST_COMMAND, GUEST_OUTPUT,
                 str(cap + 1)], "input-data": base64.b64encode(b"".join(records)).decode()}
@@ -255,13 +255,13 @@ def execute_served(guest: Guest, port: socket.socket, files: dict[str, bytes], c
     starts then), read the output frames up to the exit status. Same contract as `execute`; the
     output arrives as it is written, so a timeout keeps it without asking the guest. A pool VM that
     does not acknowledge within ``ack_timeout`` is given up for another; a caller with one VM only
-    (a workspace) waits longer."""
+    (a workspace) waits longer. An empty ``command`` runs nothing: status 0, the clock and seed set."""
     if runport.drain(port) is None:
         raise VmUnusable(f"{guest.name}: its {RUN_CHANNEL} port closed")
     now = time.time_ns()
     header = f"{now // 10**9} {now % 10**9} {os.urandom(64).hex()} {cap + 1}".encode()
     request = b"".join([runport.record(b"H", "", header), *(runport.record(b"F", n, d) for n, d in files.items()),
-                        runport.record(b"C", "", command.encode() + b"\n"), runport.record(b"E", "", b"")])
+                        runport.record(b"C", "", command.encode() + b"\n" if command else b""), runport.record(b"E", "", b"")])
     reply = runport.Reply(cap)
     ack_by = time.monotonic() + ack_timeout + len(request) / 1024**2
     try:

@@ -6,7 +6,8 @@ Layout, one directory per workspace under ``work_root/ws/<id>`` (0711, QEMU trav
     base.qcow2   a private copy of the template's small frozen overlay (→ the image's raw base), so the
                  disk outlives template rebuilds
     disk.qcow2   the workspace's own overlay on base.qcow2
-    vm.json      the VM's identity (uuid, memory, RAM backend) and, once stopped, its migratable XML
+    vm.json      the VM's identity (domain name, uuid, memory, RAM backend, template) and, once
+                 stopped, its migratable XML
     state        the whole saved VM (RAM and devices) while stopped; removed once resumed
 
 Templates live in ``work_root/templates/<slug>-<memory>/`` (one per image and memory size, since a
@@ -17,9 +18,11 @@ saved state on disk), ``missing`` (neither: never created, removed, or lost with
 a host reboot; `remove` clears what is left). Everything is libvirt domains and files: a new
 `WorkspaceVMs` (after an agent or API restart) can stop, resume and remove what an earlier one made.
 
-Ownership: domains are named ``oh-<installation>-ws-<id>`` with owner kind ``workspace`` and the
-workspace id as the owner's object, so the sandbox pool's purge and reaper (kind ``sandbox``) and the
-server reconciler (kind ``server``) never touch them; `purge` removes them all (installation cleanup).
+Ownership: a workspace's domain has owner kind ``workspace`` and the workspace id as the owner's
+object. It is named ``oh-<installation>-ws-<id>``, or is a spare it took (`spares`: started ahead,
+``oh-<installation>-wss-<uuid>``); ``vm.json`` names it (``domain``). The sandbox pool's purge and
+reaper (kind ``sandbox``) and the server reconciler (kind ``server``) never touch them; `purge`
+removes them all (installation cleanup).
 
 Guest side: every template starts the registered guest programs (`programs.PROGRAMS`); `exec` uses
 oh-run on ``org.openhosting.run`` (the agent path when the port cannot be reached); `guest_port`
@@ -52,7 +55,7 @@ from ..domain import domain_name
 from ..errors import DomainNotFound, HypervisorError, InvalidConfig, InvalidState
 from ..guest import Guest
 from ..host import Host
-from . import clone, qemu, run, runport, vmxml
+from . import clone, qemu, run, runport, spares, vmxml
 from .image import WORKSPACE_KIND, SandboxImage
 from .purge import kind_of, purge_workspaces as purge  # noqa: F401 (installation cleanup)
 from .run import MAX_OUTPUT_CAP, RunResult
@@ -88,10 +91,15 @@ class WorkspaceVMs:
     """Workspace VMs of one installation under ``work_root`` (see the module docstring)."""
 
     def __init__(self, host: Host, work_root: Path, *, vcpus: int = 1, boot_timeout: float = 300,
-                 template_setup: str = ""):
+                 template_setup: str = "", spare_vms: int = 0):
         """``template_setup``: shell run as root in each template after the image's warm-up (what
-        every workspace needs made once, e.g. its user), so that clones start with it done."""
+        every workspace needs made once, e.g. its user), so that clones start with it done.
+        ``spare_vms``: spares kept per template and purpose (`spares`; only for the process that
+        owns the workspaces, which also removes the spares an earlier one left)."""
         self.host = host
+        self.spares = spares.Spares(host, spare_vms) if spare_vms > 0 else None
+        if self.spares is not None:
+            spares.discard_leftovers(host)
         self.template_setup = template_setup
         self.work_root = Path(work_root).absolute()
         self.vcpus = vcpus
@@ -170,11 +178,16 @@ class WorkspaceVMs:
             if not state.exists():
                 raise DomainNotFound(domain=self._name(ws_id), reason="no saved state")
             meta = self._meta(ws_id)
-            ram = qemu.ram_args(None, meta["memory_mib"], shared=False) if meta["ram_backend"] else []
-            vm = clone.start(self.host, meta["xml"], state, directory / "disk.qcow2", meta["memory_mib"], ram=ram,
-                             ignore_shared=False, **self._identity(ws_id, meta["uuid"]), timeout=600)
+            vm = self._from_spare(ws_id, meta, spares.RESUME, directory / "disk.qcow2", state, ignore_shared=False)
+            if vm is None:
+                ram = qemu.ram_args(None, meta["memory_mib"], shared=False) if meta["ram_backend"] else []
+                self._write_meta(ws_id, {**meta, "domain": self._name(ws_id)})
+                vm = clone.start(self.host, meta["xml"], state, directory / "disk.qcow2", meta["memory_mib"], ram=ram,
+                                 ignore_shared=False, **self._identity(ws_id, meta["uuid"]), timeout=600)
             self._started(ws_id, vm)
             state.unlink()          # the guest moves on: that state is stale from now on
+            if self.spares is not None:
+                self.spares.refill()
 
     def remove(self, ws_id: str) -> None:
         """Destroy the VM, its disk and its saved state. Idempotent."""
@@ -201,7 +214,7 @@ class WorkspaceVMs:
                     owner = guest.config().owner
                 except DomainNotFound:      # removed meanwhile
                     continue
-                if owner is not None and owner.server:
+                if owner is not None and owner.server and not owner.server.startswith(spares.OWNER_PREFIX):
                     ids.add(owner.server)
         return sorted(ids)
 
@@ -261,13 +274,37 @@ class WorkspaceVMs:
                 base = overlay.copy(template.overlay, directory / "base.qcow2")
                 disk = overlay.create(directory / "disk.qcow2", base, backing_format="qcow2",
                                       size=overlay.virtual_size(image.base))
-                self._write_meta(ws_id, {"id": ws_id, "uuid": vm_uuid, "image": image.slug, "memory_mib": memory_mib,
-                                         "ram_backend": template.ram is not None, "created": time.time()})
-                vm = clone.from_template(self.host, template, disk, **self._identity(ws_id, vm_uuid))
+                meta = {"id": ws_id, "uuid": vm_uuid, "image": image.slug, "memory_mib": memory_mib,
+                        "ram_backend": template.ram is not None, "created": time.time(),
+                        "template": spares.template_id(template), "domain": self._name(ws_id)}
+                self._write_meta(ws_id, meta)
+                vm = self._from_spare(ws_id, meta, spares.CREATE, disk, template.state,
+                                      ignore_shared=template.ram is not None)
+                if vm is None:
+                    self._write_meta(ws_id, {**meta, "domain": self._name(ws_id)})
+                    vm = clone.from_template(self.host, template, disk, **self._identity(ws_id, vm_uuid))
         if template is None:    # rebuilt between ensure() and the lock: once more, from the new one
             shutil.rmtree(directory)
             return self._create(ws_id, directory, image, memory_mib)
         self._started(ws_id, vm)
+        if self.spares is not None:
+            for purpose in (spares.CREATE, spares.RESUME):
+                self.spares.want(purpose, template, family=f"{image.slug}-{memory_mib}")
+
+    def _from_spare(self, ws_id: str, meta: dict, purpose: str, disk: Path, state: Path, *,
+                    ignore_shared: bool) -> clone.Vm | None:
+        """The workspace's VM made of a spare of its template with ``state`` loaded, or None: no
+        spare ready, or it failed to take over (the caller then starts one the ordinary way)."""
+        spare = self.spares.take(purpose, meta.get("template")) if self.spares is not None else None
+        if spare is None:
+            return None
+        self._write_meta(ws_id, {**meta, "domain": spare.name})   # findable before it is the workspace's
+        try:
+            return spares.take_over(self.host, spare, ws_id, f"workspace {ws_id}", disk, state,
+                                    ignore_shared=ignore_shared, timeout=600)
+        except HypervisorError as exc:
+            log.warning("workspace %s: a spare VM failed to take over (%s); starting one", ws_id, exc)
+            return None
 
     def _started(self, ws_id: str, vm: clone.Vm) -> None:
         """A VM just loaded (paused): run it, keep its run port, set its clock and entropy."""
@@ -277,7 +314,8 @@ class WorkspaceVMs:
         if vm.port is not None:
             # The only VM of this workspace: a restored guest on a host at load 50 took over the
             # pool's 15 s to acknowledge its first run (a resume failed with state 5 for that).
-            result = run.execute_served(vm.guest, vm.port, {}, "true", timeout=60, cap=0, cancel=None,
+            # an empty command: oh-run sets the clock and seeds, and answers without running anything
+            result = run.execute_served(vm.guest, vm.port, {}, "", timeout=60, cap=0, cancel=None,
                                         stop=lambda: None, ack_timeout=120)
         else:
             run.wait_agent(vm.guest, 60)
@@ -378,7 +416,12 @@ class WorkspaceVMs:
         tmp.rename(path)
 
     def _find(self, ws_id: str) -> Guest | None:
+        """The workspace's domain: named for the workspace, or a spare it took (``domain`` in vm.json)."""
         name = self._name(ws_id)
+        try:
+            name = json.loads((self._dir(ws_id) / "vm.json").read_text()).get("domain") or name
+        except (OSError, ValueError):
+            pass
         try:
             return self.host.find(name)
         except DomainNotFound:

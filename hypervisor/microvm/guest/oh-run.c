@@ -157,6 +157,10 @@ static int in_copy(int fd, char *to, long long n) {   /* into fd, or into `to` *
     return 0;
 }
 
+/* The length of the last request's command: an empty one runs nothing and answers status 0, as
+   /bin/sh would, without the fork and exec (a workspace's wake-up after a resume is such a run). */
+static long long command_len = -1;
+
 /* Records up to E (or the end of the input): the header, the files into workdir, the command
    into command_file. NULL, or what is wrong. */
 static const char *unpack(const char *workdir, const char *command_file, long long *limit) {
@@ -195,6 +199,7 @@ static const char *unpack(const char *workdir, const char *command_file, long lo
         }
         int fd;
         if (type == 'C') {
+            command_len = data_len;
             fd = open(command_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         } else if (type == 'F') {
             if (!name[0] || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..")
@@ -300,6 +305,7 @@ static int serve(const char *port_name, const char *workdir, const char *command
             nanosleep(&pause, 0);
         }
         long long limit = 0;
+        command_len = -1;
         const char *bad = unpack(workdir, command_file, &limit);
         if (bad) {
             in_pos = in_len = 0;                      /* drop the rest of a broken request */
@@ -311,7 +317,7 @@ static int serve(const char *port_name, const char *workdir, const char *command
             continue;
         }
         write_all(port, "A\n", 2);
-        int code = run(workdir, command_file, output_file, limit, port, 1);
+        int code = command_len == 0 ? 0 : run(workdir, command_file, output_file, limit, port, 1);
         char line[32];
         int len = snprintf(line, sizeof line, "X%d\n", code);
         write_all(port, line, (size_t)len);
@@ -329,7 +335,7 @@ int main(int argc, char **argv) {
     const char *bad = unpack(argv[4], argv[5], &limit);
     int code;
     if (bad) { say(1, "oh-run: ", bad); code = 125; }
-    else code = run(argv[4], argv[5], argv[6], limit, 1, 0);
+    else code = command_len == 0 ? 0 : run(argv[4], argv[5], argv[6], limit, 1, 0);
     ring(code);
     return code;
 }
