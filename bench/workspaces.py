@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import sys
 import time
@@ -96,7 +97,11 @@ def main() -> None:
     from hypervisor.microvm import qemu
 
     installation_id = (state / "installation-id").read_text().strip()
-    name = lambda ws: f"oh-{installation_id}-ws-{ws}"   # noqa: E731
+
+    def name(ws: str) -> str:
+        """The workspace's domain: named for it, or a spare VM it took (vm.json says which)."""
+        meta = json.loads((state / "workspace-vms" / "ws" / ws / "vm.json").read_text())
+        return meta.get("domain") or f"oh-{installation_id}-ws-{ws}"
     figures: dict[str, str] = {}
     try:
         user = inst.create_user()
@@ -130,12 +135,13 @@ def main() -> None:
 
         stopped, freed, sizes = [], [], []
         for ws in ids:
-            memory = qemu.qemu_memory(name(ws))
+            domain = name(ws)
+            memory = qemu.qemu_memory(domain)
             t0 = time.perf_counter()
             r = v1.put(f"/workspaces/{ws}/stop")
             stopped.append(time.perf_counter() - t0)
             assert r.status == 200, r.text
-            assert qemu.qemu_pid(name(ws)) is None and qemu.qemu_memory(name(ws)) is None, "QEMU still there"
+            assert qemu.qemu_pid(domain) is None and qemu.qemu_memory(domain) is None, "QEMU still there"
             freed.append(memory[0] if memory else 0)
             sizes.append((state / "workspace-vms" / "ws" / ws / "state").stat().st_size)
         figures["stop"] = load()

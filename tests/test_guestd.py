@@ -5,8 +5,10 @@ test_guestd_vm.py proves the same through a real virtio-serial port."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
+import tarfile
 import threading
 import time
 
@@ -17,6 +19,7 @@ from hypervisor.microvm.guest_channel import GuestChannel
 from hypervisor.microvm.guestd import (GuestBadArchive, GuestBadRequest, GuestGone, GuestNoParent,
                                        GuestNotADirectory, GuestNotAFile, GuestNotFound, GuestOutside,
                                        GuestPermissionDenied, GuestTooLarge, GuestUnsafeArchive)
+from hypervisor.microvm import tarcheck
 from hypervisor.microvm.tarcheck import Limits
 
 from .guestd_support import GID, UID, make_tar, snapshot, start
@@ -260,6 +263,44 @@ def test_untar_guest_refuses_members_below_an_existing_link(ch, guest):
     with pytest.raises(GuestUnsafeArchive):
         ch.untar("", make_tar([("escape/planted", "file", "x")]))
     assert snapshot(guest.outside) == before
+
+
+def _raw_untar(ch, dest: str, data: bytes) -> dict[str, str]:
+    """The guest's side alone: the bytes as they are (no host check, no plain/gzip choice)."""
+    chan = ch.open("untar", [("dest", dest), ("limit", 1 << 20)])
+    chan.expect_start(30.0)
+    chan.write(data)
+    ch.send(guestd.EOF, chan.id)
+    return chan.finish(30.0)
+
+
+@pytest.mark.parametrize("packed", ["gzip", "plain"])
+def test_untar_reads_gzip_by_its_magic_and_lists_only_into_a_non_empty_destination(ch, guest, packed):
+    data = make_tar([("a.txt", "file", "one"), ("d", "dir", None), ("d/b.txt", "file", "two")])
+    if packed == "plain":
+        data = tarcheck.plain(data)
+        assert data is not None and data[:2] != b"\x1f\x8b"
+    empty, full, again = (f"{name}-{packed}" for name in ("empty", "full", "again"))
+    for name in (empty, full, again):
+        (guest.workspace / name).mkdir()
+        os.chown(guest.workspace / name, UID, GID)
+    (guest.workspace / full / "there").write_text("x")
+    # into an empty directory nothing can go below an existing link: no listing, no count
+    assert "members" not in _raw_untar(ch, empty, data)
+    assert _raw_untar(ch, full, data)["members"] == "3"
+    for name in (empty, full):
+        assert (guest.workspace / name / "d" / "b.txt").read_text() == "two"
+        assert os.stat(guest.workspace / name / "a.txt").st_uid == UID
+    # the host's call counts the members either way
+    assert ch.untar(again, make_tar([("x", "file", "1"), ("y", "file", "2")])) == 2
+
+
+def test_plain_is_for_small_single_member_archives():
+    small = make_tar([("f", "file", "hello")])
+    assert tarfile.open(fileobj=io.BytesIO(tarcheck.plain(small))).getnames() == ["f"]
+    assert tarcheck.plain(make_tar([("big", "file", os.urandom(3000))]), most=2000) is None
+    assert tarcheck.plain(small + small) is None          # two gzip members: sent as they are
+    assert tarcheck.plain(b"not gzip") is None
 
 
 def test_untar_limits_and_garbage(ch):

@@ -38,12 +38,16 @@ def run(guest, tmp_path):
     project = workspace_tar.pack_dir(EXAMPLE / "workspace", max_unpacked=1 << 30)
     counter = iter(range(1, 1000))
 
-    def go(body, source=None, *, init="", limits=None, read_only=("tests",)):
+    def go(body, source=None, *, init="", limits=None, read_only=("tests",), premade=False):
         sid = next(counter)
         name = body if isinstance(body, str) else "custom"
         body = CONFIG["scenarios"][body] if isinstance(body, str) else body
         guest.channel.exec(["/bin/sh", "-c", 'rm -rf "$0"/* "$0"/.[!.]* "$1"', layout.ws,
                             str(guest.root / "sphere-engine")], uid=0, gid=0)
+        if premade:     # what TEMPLATE_SETUP makes in a pool's template
+            made = guest.channel.exec(["/bin/sh", "-c", 'mkdir -p "$0/data" "$0/stages" && chown -R "$1:$1" "$2"',
+                                       layout.runtime, str(UID), str(guest.root / "sphere-engine")], uid=0, gid=0)
+            assert made.exit_code == 0, made
         files.save(sid, sub.CLEAN_SOURCE, workspace_tar.clean(targz(source or {"workspace/x": b""}),
                                                               max_unpacked=1 << 20))
         ex = Execution(sid, name, body, list(read_only), init, project, guest.channel, files,
@@ -64,6 +68,13 @@ def test_example_ok(run):
     assert [t["status"] for t in json.loads(ex.data("tests_report"))] == ["ok", "ok", "ok"]
     assert ex.data("stage_post_output") == b"post: test stage exit 0\n"
     assert set(out.streams) >= {"stage_run_output", "stage_test_error", "tests_report", "stage_post_output"}
+
+
+@pytest.mark.parametrize("premade", [False, True], ids=["made-here", "made-in-template"])
+def test_runtime_layout_is_made_unless_the_template_made_it(run, premade):
+    ex, out = run("ok", premade=premade)
+    assert out.status == 15, ex.log.data()
+    assert (b"made in the template" in ex.log.data()) == premade
 
 
 def test_example_fail_build_error_runtime_error(run):

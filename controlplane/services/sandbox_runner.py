@@ -87,6 +87,8 @@ class SandboxRunner:
 
     def pool(self, slug: str):
         from hypervisor.microvm import SandboxImage, WarmPool
+        from hypervisor.microvm.image import DEFAULT_WARMUP
+        from .submission_stages import TEMPLATE_SETUP
 
         with self._lock:
             if slug in self.pools:
@@ -95,9 +97,12 @@ class SandboxRunner:
                 image = s.get(Image, slug)
                 if image is None:
                     return None
+                # the same pools run submissions: their layout (the user, its workspace and runtime
+                # directories) is made once in the template
+                warmup = image_warmup(slug).get("warmup", DEFAULT_WARMUP) + "\n" + TEMPLATE_SETUP
                 spec = SandboxImage(slug=slug, base=self.drive_pool.path(image.drive), kernel=Path(image.kernel),
                                     initramfs=Path(image.initramfs), cmdline=image.cmdline,
-                                    memory_mib=image.memory_mib, **image_warmup(slug))
+                                    memory_mib=image.memory_mib, warmup=warmup)
             work = self.work_root / slug
             for directory in (self.work_root, work):
                 # QEMU (another user) must reach the overlays below: traversable, whatever the umask

@@ -57,6 +57,11 @@ class Layout:
 
 
 VM_LAYOUT = Layout()
+#: The layout made once in every warm pool's template (as root, after the warm-up), so that a
+#: submission's VM has it: `prepare` then spends no guest command on it (0.2 s under TCG).
+TEMPLATE_SETUP = (f"id -u user >/dev/null 2>&1 || useradd -m -u {VM_LAYOUT.uid} -U -s /bin/bash user; "
+                  f"mkdir -p {WS} {RUNTIME}/data {RUNTIME}/stages && chown user:user {WS.rsplit('/', 1)[0]} {WS} "
+                  f"&& chown -R user:user {RUNTIME.rsplit('/', 1)[0]}")
 
 
 @dataclass
@@ -185,13 +190,17 @@ class Execution:
     # ---- the parts -------------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Runtime directories, the project's files, then the source (minus read-only paths)."""
+        """Runtime directories (unless the template made them), the project's files, then the
+        source (minus read-only paths)."""
         ws, rt, uid = self.at.ws, self.at.runtime, self.at.uid
         top = rt.rsplit("/", 1)[0]
-        done = self.guest.exec(["/bin/sh", "-c", 'mkdir -p "$0/data" "$0/stages" "$2" && chown -R "$3:$3" "$1"',
-                                rt, top, ws, str(uid)], uid=0, gid=0, timeout=120)
-        if done.exit_code != 0:
-            raise GuestError(reason=f"could not make {rt}: {self._how(done)} {done.stderr[-200:]!r}")
+        if self._made([ws, f"{rt}/data", f"{rt}/stages"]):
+            self.log(f"{ws} and {rt} are there (made in the template)")
+        else:
+            done = self.guest.exec(["/bin/sh", "-c", 'mkdir -p "$0/data" "$0/stages" "$2" && chown -R "$3:$3" "$1"',
+                                    rt, top, ws, str(uid)], uid=0, gid=0, timeout=120)
+            if done.exit_code != 0:
+                raise GuestError(reason=f"could not make {rt}: {self._how(done)} {done.stderr[-200:]!r}")
         source = self.files.load(self.id, sub.CLEAN_SOURCE) or b""
         source, skipped = without(source, self.read_only)
         for name in skipped:
@@ -205,6 +214,17 @@ class Execution:
             raise
         self.log(f"project files laid into {ws}: {project_members} members")
         self.log(f"source laid into {ws} over them: {source_members} members (one extraction)")
+
+    def _made(self, paths: list[str]) -> bool:
+        """Whether each of ``paths`` is a directory of the user (a stat each: no exec)."""
+        try:
+            for path in paths:
+                st = self.guest.stat(path, uid=0, gid=0)
+                if st.type != "d" or st.uid != self.at.uid:
+                    return False
+        except GuestError:
+            return False
+        return True
 
     def run_init(self) -> None:
         if not self.workspace_init.strip():

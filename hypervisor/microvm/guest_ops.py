@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from . import tarcheck
-from .guestd import DATA, END, EOF, ERROR, MAX_PAYLOAD, RESIZE, STDERR, GuestTimeout, error_from, parse_records
+from .guestd import (DATA, END, EOF, ERROR, MAX_PAYLOAD, RESIZE, STDERR, GuestBadArchive, GuestTimeout, error_from,
+                     parse_records)
 
 CHUNK = MAX_PAYLOAD
 
@@ -301,10 +302,23 @@ class GuestOps:
     def untar(self, dest: str, fileobj: bytes | BinaryIO, *, uid: int | None = None, gid: int | None = None,
               beneath: str | None = None, limits: tarcheck.Limits = tarcheck.LIMITS) -> int:
         """Extract a tar.gz into ``dest`` as the user, after `tarcheck.check` accepted it here;
-        the number of members. Raises GuestUnsafeArchive (here, or from the guest's own check)."""
+        the number of members. Raises GuestUnsafeArchive (here, or from the guest's own check).
+        A small archive travels unpacked (`tarcheck.plain`), so the guest's tar runs without gzip;
+        a guest whose oh-guest predates that (a workspace saved before an upgrade) refuses it as
+        not a tar.gz, and gets the tar.gz."""
         data = fileobj if isinstance(fileobj, bytes) else fileobj.read(limits.compressed + 1)
-        tarcheck.check(data, limits)
-        chan = self.open("untar", [("dest", dest), ("limit", limits.compressed)] + _ids(uid, gid, beneath))
+        members = tarcheck.check(data, limits)
+        plain = tarcheck.plain(data)
+        if plain is not None:
+            try:
+                return self._untar(dest, plain, uid, gid, beneath, members)
+            except GuestBadArchive:
+                pass
+        return self._untar(dest, data, uid, gid, beneath, members)
+
+    def _untar(self, dest: str, data: bytes, uid, gid, beneath, members: int) -> int:
+        chan = self.open("untar", [("dest", dest), ("limit", max(len(data), tarcheck.LIMITS.compressed))]
+                         + _ids(uid, gid, beneath))
         chan.expect_start(30.0)
         for at in range(0, len(data), CHUNK):
             chan.write(data[at:at + CHUNK])
@@ -312,7 +326,8 @@ class GuestOps:
                 break
         if not chan.ended:
             chan.owner.send(EOF, chan.id)
-        return int(chan.finish()["members"])
+        # the guest counts the members when it lists them (not into an empty destination)
+        return int(chan.finish().get("members", members))
 
     def pty_open(self, rows: int = 24, cols: int = 80, *, cwd: str | None = None,
                  env: dict[str, str] | None = None, argv: list[str] | None = None,

@@ -53,10 +53,12 @@ stat       path, follow (default 1)                         END type size mode m
 list       path                                             OK; DATA entries; END. Entry: name, type,
                                                             type followed (links), size, mode, mtime,
                                                             each NUL-ended
-untar      dest, limit (bytes, default 16 MiB)              OK; DATA (tar.gz)…, EOF; END members. The
-                                                            guest lists the archive (tar -t, as the
-                                                            user), refuses members under an existing
-                                                            symbolic link, then extracts (tar -x)
+untar      dest, limit (bytes, default 16 MiB)              OK; DATA (tar.gz or tar)…, EOF; END
+                                                            [members]. Unless dest is empty, the guest
+                                                            lists the archive (tar -t, as the user;
+                                                            END has the count) and refuses members
+                                                            under an existing symbolic link; then it
+                                                            extracts (tar -x; gzip by the magic)
 pty        rows, cols, cwd, env, argv (default the          OK pid; DATA both ways, RESIZE; END exit |
            user's login shell)                              signal when the shell ends; CLOSE hangs
                                                             the terminal up (END cancelled)
