@@ -290,6 +290,32 @@ def test_floor_run(pool):
     timing("floor_run", pool.floor_run(PY))
 
 
+def test_pool_vms_map_programs_at_fixed_addresses(pool):
+    """Pool templates turn the guest's address randomisation off (QEMU's translations from a clone's
+    warm-up then serve its run): the setting, and the same stack top for two processes."""
+    result = pool.run({}, "cat /proc/sys/kernel/randomize_va_space; grep stack /proc/self/maps; "
+                          "grep stack /proc/self/maps", timeout=60, output_cap=4096)
+    setting, first, second = result.output.decode().splitlines()
+    assert setting == "0" and first == second, result
+
+
+def test_a_template_that_lived_long_after_oh_run_started_serves_its_first_run(host, image):
+    """oh-run in a template with no host connected once took the port's readable end-of-file for a
+    request and, 2 s later, left a reply in the port that the first clone's host read as its own
+    ("oh-run: the host went away", then the next run desynced). A warm-up of 4 s (longer than that)
+    made every first run of a clone fail that way; each run, warmed clone or not, is right now."""
+    from dataclasses import replace
+    slow = replace(image, warmup="sleep 4", clone_warmup="true")
+    for warm in (False, True):
+        long_lived = WarmPool(host, slow, WORK / "long-lived", size=1, warm_clones=warm)
+        try:
+            for n in range(2):
+                result = long_lived.run({}, f"echo run{n}", timeout=60, output_cap=4096)
+                assert (result.exit_code, result.output) == (0, f"run{n}\n".encode()), (warm, result)
+        finally:
+            long_lived.close()
+
+
 def test_a_pool_that_cannot_make_vms_says_so(host, image, tmp_path):
     from dataclasses import replace
     broken = WarmPool(host, replace(image, kernel=Path("/nonexistent/vmlinux")), WORK / "broken", size=1)

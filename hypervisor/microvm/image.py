@@ -40,8 +40,8 @@ class SandboxImage:
     cmdline: str
     memory_mib: int
     warmup: str = DEFAULT_WARMUP
-    #: What each pooled clone runs before it joins the pool (through oh-run). The image's own warm-up
-    #: (a compiler's hello world) runs in the template only: run in clones through oh-run, the
-    #: language warm-ups left runs answering with the warm-up's output or "oh-run: the host went away"
-    #: (test_pads_run, load 30-40; not understood yet), so clones keep the default.
+    #: What each pooled clone runs (in /tmp, through oh-run) before it joins the pool: under TCG,
+    #: QEMU's translation cache starts empty in every new QEMU, and a clone's warm-up fills it with
+    #: what the run will execute (at the same addresses: pool templates turn the guest's address
+    #: randomisation off). The agent gives a language image its compiler's hello world here.
     clone_warmup: str = DEFAULT_WARMUP

@@ -66,14 +66,17 @@ class Template:
     memory_mib: int = 0
 
 
-def setup_script(started: list[tuple[str, list[str]]], copied: list[str]) -> str:
+def setup_script(started: list[tuple[str, list[str]]], copied: list[str], *, aslr: bool = True) -> str:
     """The shell script that prepares the template guest once, before its state is saved: the
-    working directory, qemu-ga out of the OOM killer's reach, the guest programs (``copied``: their
-    guest paths, made executable; ``started``: name and argv, started in their own sessions), the
-    warm-up (``$1``), a sync, then ``running NAME`` for every started program still alive."""
+    working directory, qemu-ga out of the OOM killer's reach, without ``aslr`` the guest's address
+    space randomisation off, the guest programs (``copied``: their guest paths, made executable;
+    ``started``: name and argv, started in their own sessions), the warm-up (``$1``), a sync, then
+    ``running NAME`` for every started program still alive."""
     env = " ".join(f"{k}={v}" for k, v in RUN_ENV.items())
     lines = ["set -e", f"rm -rf {GUEST_WORKDIR}", f"mkdir -p {GUEST_WORKDIR} {GUEST_CONTROL}",
              f"chmod 0755 {GUEST_WORKDIR}"]
+    if not aslr:
+        lines.append("echo 0 > /proc/sys/kernel/randomize_va_space")
     lines += [f"[ ! -e {shlex.quote(path)} ] || chmod 0755 {shlex.quote(path)}" for path in copied]
     lines += ["for p in /proc/[0-9]*; do",
               '  read -r comm < "$p/comm" 2>/dev/null || continue',
@@ -104,10 +107,13 @@ class Templates:
 
     ``helper`` False: no guest program is copied in (runs use the shell wrapper through the guest
     agent); ``serve`` False: they are copied but not started (oh-run runs one-shot through the
-    agent); ``shared_ram``: RAM in a file that clones map copy-on-write."""
+    agent); ``shared_ram``: RAM in a file that clones map copy-on-write; ``aslr`` False: the guest
+    maps every program at the same addresses each run, so that what QEMU translated for one process
+    (a clone's warm-up) serves the next (its run): TCG finds translations by virtual address too."""
 
     def __init__(self, host: Host, image: SandboxImage, work_dir: Path, vcpus: int = 1, *,
-                 boot_timeout: float = 300, helper: bool = True, serve: bool = True, shared_ram: bool = True):
+                 boot_timeout: float = 300, helper: bool = True, serve: bool = True, shared_ram: bool = True,
+                 aslr: bool = True):
         self.host = host
         self.image = image
         self.work_dir = Path(work_dir).absolute()
@@ -116,6 +122,7 @@ class Templates:
         self.helper = helper
         self.serve = serve
         self.shared_ram = shared_ram
+        self.aslr = aslr
         self._built: dict[str, tuple[Path, list[str]]] | None = None
         self.leftovers = Leftovers(host)
 
@@ -139,7 +146,7 @@ class Templates:
     def _script(self) -> str:
         built = self.built()
         started = [(name, argv) for name, (_, argv) in built.items()] if self.serve else []
-        return setup_script(started, [argv[0] for _, argv in built.values()])
+        return setup_script(started, [argv[0] for _, argv in built.values()], aslr=self.aslr)
 
     def key(self) -> str:
         conn = self.host.connection.get()

@@ -41,6 +41,7 @@ class ImageSpec:
     extends: str | None = None   # the image whose tree this one's is a copy of (layer.py)
     own_packages: tuple[str, ...] = ()   # what the layer installs on top of `extends`
     warmup: str | None = None    # shell run in the template and every clone before runs (None: default)
+    warm_clones: bool = True     # whether every pooled clone runs `warmup` too (else the default)
     tree: str = ""               # cache key of its tree (see _tree_key)
 
 
@@ -73,7 +74,7 @@ def load_manifest(path: Path | None = None) -> dict[str, ImageSpec]:
     mirror = os.environ.get("OPENHOSTING_DEBIAN_MIRROR") or doc.get("mirror", "http://deb.debian.org/debian")
     common = list(doc.get("common_packages", []))
     entries = doc.get("images", {})
-    known = {"description", "packages", "memory", "size", "links", "extends", "warmup"}
+    known = {"description", "packages", "memory", "size", "links", "extends", "warmup", "warm_clones"}
     for name, entry in entries.items():
         if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", name):
             raise BadManifest(path=path, reason=f"bad image name {name!r}")
@@ -111,7 +112,7 @@ def load_manifest(path: Path | None = None) -> dict[str, ImageSpec]:
             inherited = set(packages)
             packages += layer.get("packages", [])
             links.update(layer.get("links", {}))
-            merged.update({k: v for k, v in layer.items() if k in ("memory", "size", "warmup")})
+            merged.update({k: v for k, v in layer.items() if k in ("memory", "size", "warmup", "warm_clones")})
         own = tuple(p for p in dict.fromkeys(entry.get("packages", [])) if p not in inherited)
         if "memory" not in merged:
             raise BadManifest(path=path, reason=f"image {name}: no memory")
@@ -127,6 +128,7 @@ def load_manifest(path: Path | None = None) -> dict[str, ImageSpec]:
             extends=entry.get("extends"),
             own_packages=own,
             warmup=merged.get("warmup"),
+            warm_clones=bool(merged.get("warm_clones", True)),
             tree=tree_key(name),
         )
     return specs

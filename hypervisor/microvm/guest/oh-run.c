@@ -297,10 +297,15 @@ static int serve(const char *port_name, const char *workdir, const char *command
     if (port < 0) { say(2, "oh-run: cannot open ", path); return 125; }
     in_fd = port;
     for (;;) {
-        /* Nobody on the host side: reads end at once, so wait until the host connects and writes. */
+        /* A request begins with its first byte. With nobody on the host side the port polls
+           readable and reads as ended at once: that is no request (answering it would put a reply
+           in the port that the next host reads as the answer to its own request), so wait. */
         while (in_pos == in_len) {
             struct pollfd p = { port, POLLIN, 0 };
-            if (poll(&p, 1, -1) > 0 && (p.revents & POLLIN)) break;
+            if (poll(&p, 1, -1) > 0 && (p.revents & POLLIN)) {
+                ssize_t got = read(port, in, sizeof in);
+                if (got > 0) { in_pos = 0; in_len = (size_t)got; break; }
+            }
             struct timespec pause = { 0, 5 * 1000 * 1000 };
             nanosleep(&pause, 0);
         }
