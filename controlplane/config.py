@@ -104,9 +104,10 @@ class Settings:
     # the timers (s), the length of the contract's "minute" in seconds (tests shorten it), and how long
     # a files call waits for a stopped workspace it resumes (`auto_resume`) before answering 404/1008.
     # The agent keeps `workspace_spare_vms` QEMUs started ahead per template, for creates and for
-    # resumes each (0: none; every create and resume then waits for libvirt's start).
+    # resumes each (0: none; every create and resume then waits for libvirt's start). Two: a spare
+    # takes 0.4-0.5 s to start, and resumes half a second apart outran one.
     workspace_slots: int = 10
-    workspace_spare_vms: int = 1
+    workspace_spare_vms: int = 2
     workspace_host_memory: int = 0
     workspace_memory: int = 0
     workspace_init_timeout: int = 600
