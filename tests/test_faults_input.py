@@ -288,7 +288,7 @@ def test_paths_with_valid_ids_and_bad_arguments(targets):
                  f"/drives/{drive}/read/{MiB}/1", f"/drives/{drive}/write/{2**70}", f"/drives/{drive}/write/-5",
                  f"/drives/{drive}/image/{drive}", f"/drives/{drive}/image/{drive}/weird",
                  f"/drives/{drive}/image/not-a-uuid", f"/servers/{server}/stop", f"/servers/{server}/reset",
-                 f"/resources/nope/create", f"/resources/ip/{ip}x/info", "/api/sandboxes/" + "a" * 3000,
+                 "/resources/nope/create", f"/resources/ip/{ip}x/info", "/api/sandboxes/" + "a" * 3000,
                  "/api/sandboxes?wait=true"]:
         clear_4xx(api.post(path, b"x"))
     # Longer than gunicorn's request line limit (4094): gunicorn itself answers, before the app.

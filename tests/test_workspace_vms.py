@@ -24,8 +24,9 @@ pytestmark = pytest.mark.vm
 
 INSTALLATION = f"wsv{os.getpid()}"
 WORK = STATE_ROOT / "workspace-work"
-# sleep processes still alive: a killed one may linger as a zombie until the guest's init reaps it
-SLEEPERS = ('for p in /proc/[0-9]*; do read -r c < $p/comm 2>/dev/null; read -r _ _ st _ < $p/stat 2>/dev/null; '
+# sleep processes still alive: a killed one may linger as a zombie until the guest's init reaps it;
+# one that ends during the scan must not print (dash reports a failed `<` before a 2>/dev/null after it)
+SLEEPERS = ('for p in /proc/[0-9]*; do { read -r c < $p/comm; read -r _ _ st _ < $p/stat; } 2>/dev/null; '
             '[ "$c" = sleep ] && [ "$st" != Z ] && echo $p; done; echo end')
 COUNTER = ("setsid sh -c 'i=0; while :; do echo $i >> /tmp/count; i=$((i+1)); sleep 1; done' "
            "</dev/null >/dev/null 2>&1 &")

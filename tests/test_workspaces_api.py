@@ -48,7 +48,7 @@ def test_test_endpoint_and_token_forms(site, acct):
     assert r.json()["accelerator"] in ("kvm", "tcg")
     assert V1(site, acct.token, header=True).get("/test").status == 200
     # the query parameter wins over the header
-    r = acct.api.request("GET", f"/api/v1/test?access_token=nope", headers={"Authorization": f"Bearer {acct.token}"},
+    r = acct.api.request("GET", "/api/v1/test?access_token=nope", headers={"Authorization": f"Bearer {acct.token}"},
                          auth=False)
     err(r, 401, 1)
 

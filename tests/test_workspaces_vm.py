@@ -154,8 +154,7 @@ def test_life_cycle_files_stop_resume(site, tmp_path):
     assert r.status == 200 and r.json() == {"message": "Workspace has been stopped"}, r.text
     body = api.get(f"/workspaces/{ws}").json()
     assert body["state"]["code"] == 3 and body["permissions"] == {"enter": False, "remove": True, "stop": False}
-    assert not [n for n in subprocess.run(["virsh", "list", "--name"], capture_output=True, text=True).stdout.split()
-                if n.endswith(ws)], "a stopped workspace has no QEMU process"
+    assert ws not in vm_owners(site).values(), "a stopped workspace has no QEMU process"
     assert err(up("x"), 404, 1008)["message"] == "workspace is stopped"
     err(api.get(f"/workspaces/{ws}/files/{b64('count')}"), 404, 1108)
     err(api.get(f"/workspaces/{ws}/list_files"), 404, 1008)

@@ -27,7 +27,7 @@ Modules, one job each (docs/sandboxes.md has the measurements and the reasons):
 - `runport`: the host side of oh-run's protocol on ``org.openhosting.run``; `run`: one command in a
   running VM, by that port or the guest agent.
 - `purge`: cleanup of sandbox VMs after a crash; `workspace`: long-lived workspace VMs; `spares`:
-  QEMUs started ahead for workspace creates and resumes.
+  QEMUs started ahead for workspace creates and resumes; `ws_exec`: a workspace exec's run port.
 
 Ownership: every VM is a domain of this installation with an owner kind in its metadata:
 ``sandbox`` (templates, pooled clones, cold runs: `purge` removes them at agent start) or

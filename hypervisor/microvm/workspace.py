@@ -40,7 +40,6 @@ import json
 import logging
 import re
 import shutil
-import socket
 import threading
 import time
 import uuid as uuidlib
@@ -55,7 +54,7 @@ from ..domain import domain_name
 from ..errors import DomainNotFound, HypervisorError, InvalidConfig, InvalidState
 from ..guest import Guest
 from ..host import Host
-from . import clone, qemu, run, runport, spares, vmxml
+from . import clone, qemu, run, runport, spares, vmxml, ws_exec
 from .image import WORKSPACE_KIND, SandboxImage
 from .purge import kind_of, purge_workspaces as purge  # noqa: F401 (installation cleanup)
 from .run import MAX_OUTPUT_CAP, RunResult
@@ -67,25 +66,6 @@ KIND = WORKSPACE_KIND
 #: The port oh-guest serves a workspace on (the guestd branch registers the program itself).
 GUEST_CHANNEL = "org.openhosting.guest"
 _ID_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-#: Kills what oh-run is running: each exec is `setsid -w` (oh-run's child, its own group) over the
-#: script's shell (the grandchild, a session of its own); both groups go, the VM lives on.
-_KILL_RUN = """\
-served=$(cat /run/oh/oh-run.pid 2>/dev/null) || exit 0
-parents=" $served "
-for round in 1 2; do
-  for p in /proc/[0-9]*; do
-    read -r _ _ _ ppid _ < "$p/stat" 2>/dev/null || continue
-    case "$parents" in *" $ppid "*) parents="$parents${p#/proc/} ";; esac
-  done
-done
-for pid in $parents; do [ "$pid" = "$served" ] || kill -9 "-$pid" 2>/dev/null; done
-true
-"""
-#: The script of an exec travels as this file in /sandbox; the command starts it in a session of its
-#: own, so what it leaves running in the background is not killed with oh-run's child when it ends.
-_SCRIPT = ".oh-exec"
-_COMMAND = f"exec setsid -w /bin/sh ./{_SCRIPT}"
-
 
 class WorkspaceVMs:
     """Workspace VMs of one installation under ``work_root`` (see the module docstring)."""
@@ -107,7 +87,7 @@ class WorkspaceVMs:
         self._lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._templates: dict[tuple[str, int], Templates] = {}
-        self._ports: dict[str, socket.socket] = {}
+        self._ports = ws_exec.RunPorts()
 
     # --- public ---------------------------------------------------------------------------------
     def prepare(self, image: SandboxImage, memory_mib: int) -> Template:
@@ -140,7 +120,7 @@ class WorkspaceVMs:
                 if (directory / "state").exists():
                     return
                 raise DomainNotFound(domain=self._name(ws_id))
-            self._close_port(ws_id)
+            self._ports.close(ws_id)
             dom = self._dom(guest)
             if guest.libvirt_state()[0] != libvirt.VIR_DOMAIN_PAUSED:
                 guest.suspend()
@@ -172,7 +152,7 @@ class WorkspaceVMs:
                     return
                 # Paused with its state still on disk: a restore that a killed process began and never
                 # ran (the guest runs only after the load completes). The state is still the truth.
-                self._close_port(ws_id)
+                self._ports.close(ws_id)
                 guest.remove()
                 qemu.remove_log(self.host, guest.name)
             if not state.exists():
@@ -223,7 +203,7 @@ class WorkspaceVMs:
         process that owns the workspaces (the agent) after a restart. oh-run waits for requests in
         poll() while the host is connected, and looks again every 5 ms while it is not."""
         with self._serialized(ws_id):
-            self._port(ws_id, self._running(ws_id))
+            self._ports.get(ws_id, self._running(ws_id))
 
     def guest_port(self, ws_id: str, channel: str = GUEST_CHANNEL) -> Path:
         """The host end (unix socket) of the running VM's port ``channel`` (oh-guest's by default).
@@ -243,19 +223,19 @@ class WorkspaceVMs:
         its output). Past ``timeout`` the script's processes are killed (137, ``timed_out``) and the
         VM lives on."""
         cap = max(0, min(int(output_cap), MAX_OUTPUT_CAP))
-        files = {**(files or {}), _SCRIPT: script.encode()}
+        files = {**(files or {}), ws_exec.SCRIPT: script.encode()}
         with self._serialized(ws_id):
             guest = self._running(ws_id)
-            port = self._port(ws_id, guest)
+            port = self._ports.get(ws_id, guest)
             started = time.monotonic()
             if port is not None:
-                result = run.execute_served(guest, port, files, _COMMAND, timeout=timeout, cap=cap, cancel=None,
-                                            stop=lambda: self._kill_run(ws_id, guest))
+                result = run.execute_served(guest, port, files, ws_exec.COMMAND, timeout=timeout, cap=cap, cancel=None,
+                                            stop=lambda: ws_exec.kill_run(ws_id, guest))
                 if result.exit_code is None or result.timed_out:
-                    self._resync(ws_id, port)
+                    self._ports.resync(ws_id, port)
             else:
-                result = run.execute(guest, None, files, _COMMAND, timeout=timeout, cap=cap, cancel=None,
-                                     helper=True, served=False, stop=lambda: self._kill_run(ws_id, guest))
+                result = run.execute(guest, None, files, ws_exec.COMMAND, timeout=timeout, cap=cap, cancel=None,
+                                     helper=True, served=False, stop=lambda: ws_exec.kill_run(ws_id, guest))
             result.seconds = time.monotonic() - started
             result.vm = guest.name
             return result
@@ -309,7 +289,7 @@ class WorkspaceVMs:
     def _started(self, ws_id: str, vm: clone.Vm) -> None:
         """A VM just loaded (paused): run it, keep its run port, set its clock and entropy."""
         if vm.port is not None:
-            self._ports[ws_id] = vm.port
+            self._ports.keep(ws_id, vm.port)
         vm.guest.resume()
         if vm.port is not None:
             # The only VM of this workspace: a restored guest on a host at load 50 took over the
@@ -329,7 +309,7 @@ class WorkspaceVMs:
                 "title": f"workspace {ws_id}", "disk_cache": None, "cpu_shares": vmxml.RUN_CPU_SHARES}
 
     def _remove(self, ws_id: str) -> None:
-        self._close_port(ws_id)
+        self._ports.close(ws_id)
         guest = self._find(ws_id)
         if guest is not None:
             guest.remove()
@@ -338,47 +318,6 @@ class WorkspaceVMs:
         for name in ("disk.qcow2", "base.qcow2"):
             overlay.remove(directory / name)
         shutil.rmtree(directory, ignore_errors=True)
-
-    def _kill_run(self, ws_id: str, guest: Guest) -> None:
-        """After a timeout: kill the command, keep the VM (and the port: see `_resync`). The guest
-        agent of a clone answers its first command only after a resync: wait for it first."""
-        try:
-            run.wait_agent(guest, 60)
-            run.exec_plain(guest, _KILL_RUN, timeout=30)
-        except HypervisorError as exc:
-            log.warning("workspace %s: could not kill a timed-out command: %s", ws_id, exc)
-
-    def _resync(self, ws_id: str, port: socket.socket, wait: float = 30) -> None:
-        """Read the rest of a cut-short reply up to its status, so the next command's reply starts
-        clean. oh-run blocks writing while no host is connected, so the port stays open; when the
-        status does not come, the port is given up (the next exec connects again)."""
-        rest = runport.Reply(0)
-        rest.acked = True
-        deadline = time.monotonic() + wait
-        try:
-            while rest.status is None and runport.receive(port, rest, deadline, None):
-                pass
-        except (runport.Garbled, OSError):
-            pass
-        if rest.status is None:
-            log.warning("workspace %s: no end of a cut-short command on its run port; reconnecting", ws_id)
-            self._close_port(ws_id)
-
-    def _port(self, ws_id: str, guest: Guest) -> socket.socket | None:
-        port = self._ports.get(ws_id)
-        if port is not None and runport.drain(port) is None:
-            self._close_port(ws_id)
-            port = None
-        if port is None:
-            port = runport.connect(guest)
-            if port is not None:
-                self._ports[ws_id] = port
-        return port
-
-    def _close_port(self, ws_id: str) -> None:
-        port = self._ports.pop(ws_id, None)
-        if port is not None:
-            port.close()
 
     # --- names and files ------------------------------------------------------------------------
     def _templates_of(self, image: SandboxImage, memory_mib: int) -> Templates:
