@@ -39,13 +39,13 @@ from typing import Callable
 import libvirt
 
 from ..domain import domain_name
-from ..errors import DomainNotFound, HypervisorError, translate
+from ..errors import HypervisorError, translate
 from ..guest import Guest
 from ..host import Host
 from ..xmlbuilder import OPENHOSTING_NS
 from . import clone, qemu, runport, vmxml
 from .image import WORKSPACE_KIND
-from .purge import kind_of
+from .purge import remove_where
 from .template import Template
 
 log = logging.getLogger("openhosting.hypervisor.microvm")
@@ -133,22 +133,8 @@ def discard(host: Host, spare: Spare) -> None:
 
 def discard_leftovers(host: Host) -> int:
     """Remove the spares of this installation that nobody took (an earlier process's)."""
-    removed = 0
-    for guest in host.guests():
-        if kind_of(guest) != WORKSPACE_KIND:
-            continue
-        try:
-            owner = guest.config().owner
-        except DomainNotFound:
-            continue
-        if owner is not None and (owner.server or "").startswith(OWNER_PREFIX):
-            try:
-                guest.remove()
-                removed += 1
-            except DomainNotFound:
-                pass
-            qemu.remove_log(host, guest.name)
-    return removed
+    return remove_where(host, lambda owner: owner.kind == WORKSPACE_KIND
+                        and (owner.server or "").startswith(OWNER_PREFIX))
 
 
 class Spares:

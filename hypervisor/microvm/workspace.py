@@ -158,10 +158,11 @@ class WorkspaceVMs:
             if not state.exists():
                 raise DomainNotFound(domain=self._name(ws_id), reason="no saved state")
             meta = self._meta(ws_id)
+            meta["domain"] = self._name(ws_id)     # unless a spare takes over
             vm = self._from_spare(ws_id, meta, spares.RESUME, directory / "disk.qcow2", state, ignore_shared=False)
             if vm is None:
                 ram = qemu.ram_args(None, meta["memory_mib"], shared=False) if meta["ram_backend"] else []
-                self._write_meta(ws_id, {**meta, "domain": self._name(ws_id)})
+                self._write_meta(ws_id, meta)
                 vm = clone.start(self.host, meta["xml"], state, directory / "disk.qcow2", meta["memory_mib"], ram=ram,
                                  ignore_shared=False, **self._identity(ws_id, meta["uuid"]), timeout=600)
             self._started(ws_id, vm)
@@ -261,7 +262,6 @@ class WorkspaceVMs:
                 vm = self._from_spare(ws_id, meta, spares.CREATE, disk, template.state,
                                       ignore_shared=template.ram is not None)
                 if vm is None:
-                    self._write_meta(ws_id, {**meta, "domain": self._name(ws_id)})
                     vm = clone.from_template(self.host, template, disk, **self._identity(ws_id, vm_uuid))
         if template is None:    # rebuilt between ensure() and the lock: once more, from the new one
             shutil.rmtree(directory)
@@ -274,7 +274,8 @@ class WorkspaceVMs:
     def _from_spare(self, ws_id: str, meta: dict, purpose: str, disk: Path, state: Path, *,
                     ignore_shared: bool) -> clone.Vm | None:
         """The workspace's VM made of a spare of its template with ``state`` loaded, or None: no
-        spare ready, or it failed to take over (the caller then starts one the ordinary way)."""
+        spare ready, or it failed to take over (``meta`` is written back; the caller then starts
+        one the ordinary way)."""
         spare = self.spares.take(purpose, meta.get("template")) if self.spares is not None else None
         if spare is None:
             return None
@@ -284,6 +285,7 @@ class WorkspaceVMs:
                                     ignore_shared=ignore_shared, timeout=600)
         except HypervisorError as exc:
             log.warning("workspace %s: a spare VM failed to take over (%s); starting one", ws_id, exc)
+            self._write_meta(ws_id, meta)
             return None
 
     def _started(self, ws_id: str, vm: clone.Vm) -> None:
