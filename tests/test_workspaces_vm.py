@@ -19,7 +19,10 @@ from .containers import make_project, new_account, targz
 
 pytestmark = pytest.mark.vm
 
-COUNTER = ("setsid sh -c 'i=0; while :; do echo $i > /home/user/workspace/count; i=$((i+1)); sleep 1; done' "
+# The count is written beside and renamed over, so a read never meets the file truncated and not yet
+# written (a stop can save the VM between the two, and the read after resume came first).
+COUNTER = ("setsid sh -c 'cd /home/user/workspace; i=0; while :; do echo $i > .count; mv .count count; "
+           "i=$((i+1)); sleep 1; done' "
            ">/dev/null 2>&1 </dev/null &\n")
 INIT = ("echo init-out\necho init-err >&2\nln -s /etc/shadow leak\nmkdir sub\n"
         "head -c 17000000 /dev/zero > big\n" + COUNTER)
@@ -68,7 +71,7 @@ def vm_names(inst) -> list[str]:
 def counter(api, ws) -> int:
     r = api.get(f"/workspaces/{ws}/files/{b64('count')}")
     assert r.status == 200, r.text
-    return int(r.body.decode().strip() or "0")
+    return int(r.body.decode())
 
 
 @pytest.fixture(scope="module")
