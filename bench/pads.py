@@ -39,7 +39,8 @@ from tests.support import User  # noqa: E402
 
 LANGS = tuple(languages.RUNNABLE)
 COMPILE = {"c": "gcc -O2 -std=gnu17 -o main main.c -lm", "cpp": "g++ -O2 -std=gnu++17 -o main main.cpp",
-           "java": "javac -d . Solution.java", "go": "HOME=/tmp GOCACHE=/tmp/gocache go build -o main main.go",
+           "java": "java-warm --javac -d . Solution.java",
+           "go": "HOME=/tmp GOCACHE=/tmp/gocache go build -o main main.go",
            "rust": "rustc --edition 2021 -O -o main main.rs",
            "typescript": "tsc --target es2020 --module commonjs --skipLibCheck --outDir out main.ts"}
 TIMEOUT = 300.0

@@ -202,6 +202,34 @@ def test_layers_key_on_their_parent_and_own_packages(tmp_path):
     assert all(changed[name].tree != specs[name].tree for name in specs)  # a new base: new layers on it
 
 
+def test_manifest_files_are_read_from_beside_it_and_inherited(tmp_path):
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "run-me").write_text("#!/bin/sh\necho hi\n")
+    (tmp_path / "tools" / "run-me").chmod(0o755)
+    (tmp_path / "tools" / "notes.txt").write_text("plain\n")
+    manifest = tmp_path / "images.toml"
+    manifest.write_text('[images.base]\nmemory = 256\n'
+                        'files = { "/usr/local/bin/run-me" = "tools/run-me", "/etc/notes" = "tools/notes.txt" }\n'
+                        '[images.child]\nextends = "base"\nmemory = 256\n')
+    specs = guest.load_manifest(manifest)
+    assert specs["child"].files == {"/usr/local/bin/run-me": (b"#!/bin/sh\necho hi\n", 0o755),
+                                    "/etc/notes": (b"plain\n", 0o644)}
+    before = rootfs_mod.rootfs_key(specs["child"])
+    (tmp_path / "tools" / "notes.txt").write_text("changed\n")
+    assert rootfs_mod.rootfs_key(guest.load_manifest(manifest)["child"]) != before   # the image is rebuilt
+
+
+@pytest.mark.parametrize("entry", ['"/x" = "../outside"', '"/x" = "missing"', '"relative" = "ok"', '"/x" = "."'])
+def test_manifest_files_outside_its_directory_or_missing_are_refused(tmp_path, entry):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "ok").write_text("ok")
+    (tmp_path / "outside").write_text("secret")
+    manifest = tmp_path / "m" / "images.toml"
+    manifest.write_text(f"[images.a]\nmemory = 1\nfiles = {{ {entry} }}\n")
+    with pytest.raises(guest.BadManifest):
+        guest.load_manifest(manifest)
+
+
 def test_shipped_language_images_are_layers_with_a_warmup():
     from controlplane.services.languages import RUNNABLE
 

@@ -64,7 +64,7 @@ RUNNABLE = {lang.id: lang for lang in (
     Language("c", "main.c", "gcc", "gcc -O2 -std=gnu17 -o main main.c -lm && ./main", 30, HELLO_C),
     Language("cpp", "main.cpp", "gcc", "g++ -O2 -std=gnu++17 -o main main.cpp && ./main", 30, HELLO_CPP),
     Language("java", "Solution.java", "java",
-             "java -XX:+UseSerialGC -XX:TieredStopAtLevel=1 Solution.java", 30, HELLO_JAVA),
+             "java-warm Solution.java", 30, HELLO_JAVA),
     Language("go", "main.go", "go", "HOME=/tmp GOCACHE=/tmp/gocache go run main.go", 30, HELLO_GO),
     Language("rust", "main.rs", "rust", "rustc --edition 2021 -O -o main main.rs && ./main", 30,
              'fn main() {\n    println!("Hello, World!");\n}\n'),

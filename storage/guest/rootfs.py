@@ -36,6 +36,8 @@ class ImageSpec:
     memory: int  # MiB
     size: int  # bytes of the root file system
     links: dict[str, str] = field(default_factory=dict)
+    #: guest path -> (content, mode): the `files` of the manifest, read from beside it
+    files: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     suite: str = "bookworm"
     mirror: str = "http://deb.debian.org/debian"
     extends: str | None = None   # the image whose tree this one's is a copy of (layer.py)
@@ -60,6 +62,16 @@ def _size(text: object, path: Path, name: str) -> int:
     return int(match[1]) * _UNITS[match[2].upper()]
 
 
+def _file(manifest: Path, name: str, guest: str, source: object) -> tuple[bytes, int]:
+    """A manifest `files` entry: the bytes of ``source`` (relative to the manifest's directory, and
+    inside it) and 0755 when it is executable there, else 0644."""
+    here = manifest.parent.resolve()
+    where = (here / str(source)).resolve()
+    if not guest.startswith("/") or not where.is_relative_to(here) or not where.is_file():
+        raise BadManifest(path=manifest, reason=f"image {name}: bad file {guest!r} = {source!r}")
+    return where.read_bytes(), 0o755 if os.access(where, os.X_OK) else 0o644
+
+
 def load_manifest(path: Path | None = None) -> dict[str, ImageSpec]:
     """The manifest's images by name, in file order, with `extends` chains resolved.
 
@@ -74,7 +86,7 @@ def load_manifest(path: Path | None = None) -> dict[str, ImageSpec]:
     mirror = os.environ.get("OPENHOSTING_DEBIAN_MIRROR") or doc.get("mirror", "http://deb.debian.org/debian")
     common = list(doc.get("common_packages", []))
     entries = doc.get("images", {})
-    known = {"description", "packages", "memory", "size", "links", "extends", "warmup", "warm_clones"}
+    known = {"description", "packages", "memory", "size", "links", "files", "extends", "warmup", "warm_clones"}
     for name, entry in entries.items():
         if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", name):
             raise BadManifest(path=path, reason=f"bad image name {name!r}")
@@ -107,11 +119,12 @@ def load_manifest(path: Path | None = None) -> dict[str, ImageSpec]:
 
     specs = {}
     for name, entry in entries.items():
-        packages, links, merged = list(common), {}, {}
+        packages, links, files, merged = list(common), {}, {}, {}
         for layer in chain(name):
             inherited = set(packages)
             packages += layer.get("packages", [])
             links.update(layer.get("links", {}))
+            files.update(layer.get("files", {}))
             merged.update({k: v for k, v in layer.items() if k in ("memory", "size", "warmup", "warm_clones")})
         own = tuple(p for p in dict.fromkeys(entry.get("packages", [])) if p not in inherited)
         if "memory" not in merged:
@@ -123,6 +136,7 @@ def load_manifest(path: Path | None = None) -> dict[str, ImageSpec]:
             memory=int(merged["memory"]),
             size=_size(merged["size"], path, name) if "size" in merged else DEFAULT_SIZE,
             links=links,
+            files={guest: _file(path, name, guest, source) for guest, source in files.items()},
             suite=suite,
             mirror=mirror,
             extends=entry.get("extends"),
@@ -263,6 +277,7 @@ def _overlay(spec: ImageSpec) -> dict[str, tuple[bytes, int]]:
     }
     for name in ("shutdown", "poweroff", "halt", "reboot"):
         files[f"/sbin/{name}"] = (shutdown, 0o755)
+    files.update(spec.files)
     return files
 
 
