@@ -182,6 +182,26 @@ def test_errors_stdin_timeout_and_flood(warm_api, language):
     assert api.get(f"/api/pads/{pad['id']}").json()["contents"] == pad["contents"]
 
 
+JAVA_WARM = ("public class Solution { public static void main(String[] a) {"
+             " System.out.println(\"parent \" + ProcessHandle.current().parent().map(p -> p.pid()).orElse(-1L));"
+             " new Thread(() -> { try { Thread.sleep(300); } catch (InterruptedException e) { }"
+             " System.out.println(\"late\"); System.exit(3); }).start();"
+             " System.out.println(\"main done\"); } }\n")
+
+
+def test_java_runs_in_the_warm_jvm_as_java_would(warm_api):
+    """The run is served by the JVM that the template started (its parent is the guest's init, not
+    the run's shell), which waits for the program's threads and passes on System.exit's status; a
+    compile error reads as `java Solution.java` prints it."""
+    api = warm_api
+    pad = api.pad(language="java")
+    ran = run(api, pad["id"], contents=JAVA_WARM, timeout=120)
+    assert ran["output"] == "parent 1\nmain done\nlate\n" and ran["exit_status"] == 3, ran
+    compiled = run(api, pad["id"], contents=PROGRAMS["java"]["compile"], timeout=120)
+    assert compiled["output"].startswith("Solution.java:1: error: illegal start of expression"), compiled
+    assert compiled["output"].endswith("error: compilation failed\n") and compiled["exit_status"] == 1, compiled
+
+
 @pytest.mark.parametrize("language", ["go", "rust", "typescript"])
 def test_compile_and_runtime_errors(warm_api, language):
     api = warm_api
