@@ -245,6 +245,7 @@ def test_shipped_language_images_are_layers_with_a_warmup():
     '[images.a]\nmemory = 1\nextends = "nope"\n',
     '[images.a]\nmemory = 1\ncolour = "red"\n',
     '[images.a]\nmemory = 1\nsize = "lots"\n',
+    '[images.a]\nmemory = 1\nfiles = "java/java-warm"\n',
     '[images.a]\npackages = []\n',
     '[images\n',
 ])

@@ -6,14 +6,20 @@ from __future__ import annotations
 import json
 
 
+def _load(data: bytes, what: str, kind: type, shape: str):
+    """``data`` parsed as JSON of type ``kind``, or ValueError naming ``what`` it should have been."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError(f"the {what} is not valid JSON") from None
+    if not isinstance(doc, kind):
+        raise ValueError(f"the {what} must be a JSON {shape}")
+    return doc
+
+
 def validate_report(data: bytes) -> list:
     """The tests report (§C) parsed, or ValueError with a reason."""
-    try:
-        report = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("the tests report is not valid JSON") from None
-    if not isinstance(report, list):
-        raise ValueError("the tests report must be a JSON array")
+    report = _load(data, "tests report", list, "array")
     for i, entry in enumerate(report):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise ValueError(f"tests report entry {i} needs a string name")
@@ -26,12 +32,7 @@ def validate_report(data: bytes) -> list:
 
 def parse_result(data: bytes) -> tuple[int, float]:
     """The scenario result file: (status 12|14|15, score)."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("the scenario result is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise ValueError("the scenario result must be a JSON object")
+    doc = _load(data, "scenario result", dict, "object")
     status = doc.get("status")
     by_name = {"runtime error": 12, "fail": 14, "ok": 15}
     if isinstance(status, str):

@@ -93,6 +93,9 @@ def load_manifest(path: Path | None = None) -> dict[str, ImageSpec]:
         unknown = set(entry) - known
         if unknown:
             raise BadManifest(path=path, reason=f"image {name}: unknown fields {sorted(unknown)}")
+        for table in ("links", "files"):
+            if not isinstance(entry.get(table, {}), dict):
+                raise BadManifest(path=path, reason=f"image {name}: {table} must be a table")
 
     def chain(name: str) -> list[dict]:
         seen, out = [], []
@@ -283,7 +286,8 @@ def _overlay(spec: ImageSpec) -> dict[str, tuple[bytes, int]]:
 
 def rootfs_key(spec: ImageSpec) -> str:
     """Identifies a root file system's content: debootstrap inputs, overlay, links and size."""
-    overlay = {path: [data.decode(), mode] for path, (data, mode) in _overlay(spec).items()}
+    # surrogateescape: a binary file of `files` keys by its bytes too (text keys as before)
+    overlay = {path: [data.decode(errors="surrogateescape"), mode] for path, (data, mode) in _overlay(spec).items()}
     return digest(_OVERLAY_VERSION, _tree_key(spec), overlay, spec.links, spec.size)
 
 

@@ -80,12 +80,14 @@ public final class WarmJava {
     }
 
     static void serve(Method launcher, boolean run, long pid, String replyTo, String[] argv) {
+        BufferedInputStream in = null;
         PrintStream out = null;
         PrintStream err = null;
         int status = 1;
         try {
             String fds = "/proc/" + pid + "/fd/";
-            System.setIn(new BufferedInputStream(new FileInputStream(fds + "0")));
+            in = new BufferedInputStream(new FileInputStream(fds + "0"));
+            System.setIn(in);
             out = new PrintStream(new BufferedOutputStream(new FileOutputStream(fds + "1", true), 8192), true,
                                   StandardCharsets.UTF_8);
             err = new PrintStream(new BufferedOutputStream(new FileOutputStream(fds + "2", true), 8192), true,
@@ -102,10 +104,7 @@ public final class WarmJava {
             }
             status = 0;
         } catch (InvocationTargetException e) {
-            Throwable cause = e.getCause();
-            if (cause instanceof InvocationTargetException && cause.getCause() != null) {
-                cause = cause.getCause();
-            }
+            Throwable cause = e.getCause();   // the launcher rethrows the program's own exception
             if (!(cause instanceof Stop)) {
                 System.err.print("Exception in thread \"main\" ");
                 cause.printStackTrace();
@@ -121,9 +120,14 @@ public final class WarmJava {
         send(replyTo, status);
         System.setOut(new PrintStream(PrintStream.nullOutputStream()));
         System.setErr(new PrintStream(PrintStream.nullOutputStream()));
-        if (out != null) {
-            out.close();
-            err.close();
+        for (java.io.Closeable stream : new java.io.Closeable[] {in, out, err}) {
+            try {
+                if (stream != null) {
+                    stream.close();
+                }
+            } catch (IOException e) {
+                // a warm-up's stream: nothing to save
+            }
         }
     }
 
