@@ -1,14 +1,17 @@
 """Submissions: POST to final status through the HTTP API beside the sandbox API on the same warm
 pool, in one run (issue 13 §4).
 
-    .venv/bin/python -m bench.submissions [--samples 15] [--clients 8] [--burst 40] [--pool 4]
+    .venv/bin/python -m bench.submissions [--samples 15] [--clients 8] [--burst 40] [--pool 4] [--poll 0.25]
 
 1. Sandbox floor: POST /api/sandboxes?wait=true running the same command (same image, same pool).
 2. One-stage scenario (run: `python3 -c 'print(1+1)'`, no workspace_init): POST /api/v1/submissions,
    then GET every 20 ms until it is final; p50/p95 of POST → final.
 3. Five-stage scenario (every stage `true`): the overhead each stage adds, from the same timing and
    from the stages' own `time`.
-4. Throughput: `--burst` one-stage submissions from `--clients` concurrent clients.
+4. Throughput: `--burst` one-stage submissions from `--clients` concurrent clients, each polling its
+   submission every `--poll` seconds (a judge's client polls; eight clients polling every 20 ms are
+   400 requests/s, which took 38% of our two cores away from the VMs: measured, 0.66/s against
+   1.39/s with 0.25 s).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def sandbox(api) -> float:
     return elapsed
 
 
-def submission(v1: V1, project: str, config: dict) -> tuple[float, dict]:
+def submission(v1: V1, project: str, config: dict, poll: float = 0.02) -> tuple[float, dict]:
     body, ctype = multipart({"project_id": project, "project_config": json.dumps(config), "workspace_init": ""},
                             {"source": ("source.tar.gz", SOURCE)})
     t0 = time.perf_counter()
@@ -66,7 +69,7 @@ def submission(v1: V1, project: str, config: dict) -> tuple[float, dict]:
             elapsed = time.perf_counter() - t0
             assert item["result"]["status"]["code"] == 15, item
             return elapsed, item
-        time.sleep(0.02)
+        time.sleep(poll)
 
 
 MILESTONES = [("VM taken from the pool", "taken from the warm pool"), ("project files laid", "project files laid"),
@@ -93,6 +96,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--burst", type=int, default=40)
     parser.add_argument("--pool", type=int, default=4)
+    parser.add_argument("--poll", type=float, default=0.25)
     args = parser.parse_args()
     inst = installation(OPENHOSTING_IP_POOL="10.251.13.0/24", OPENHOSTING_SANDBOX_POOL_SIZE=str(args.pool),
                         OPENHOSTING_SANDBOX_USER_LIMIT="64", OPENHOSTING_SUBMISSION_WORKERS=str(args.pool),
@@ -126,7 +130,7 @@ def main() -> None:
         loads.append(load())
         t0 = time.perf_counter()
         with ThreadPoolExecutor(args.clients) as pool:
-            list(pool.map(lambda _: submission(v1, project, ONE), range(args.burst)))
+            list(pool.map(lambda _: submission(v1, project, ONE, args.poll), range(args.burst)))
         burst_seconds = time.perf_counter() - t0
         loads.append(load())
         accel = inst.admin("host", "info").stdout.split("accelerator ")[1].split()[0]
@@ -152,7 +156,8 @@ def main() -> None:
     outside = [total - m["final status"] for total, m in steps if "final status" in m]
     print(f"  {'POST -> final, outside the worker':34}{pct(outside, 50):8.3f}  (API, queue pickup, result write, "
           f"client poll every 20 ms)")
-    print(f"throughput: {args.burst} submissions from {args.clients} clients in {burst_seconds:.1f} s = "
+    print(f"throughput: {args.burst} submissions from {args.clients} clients (each polling every {args.poll:g} s) "
+          f"in {burst_seconds:.1f} s = "
           f"{args.burst / burst_seconds:.2f} submissions/s (target >= 1.5)")
 
 

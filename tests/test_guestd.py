@@ -8,9 +8,11 @@ import hashlib
 import io
 import os
 import re
+import stat
 import tarfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -293,6 +295,109 @@ def test_untar_reads_gzip_by_its_magic_and_lists_only_into_a_non_empty_destinati
         assert os.stat(guest.workspace / name / "a.txt").st_uid == UID
     # the host's call counts the members either way
     assert ch.untar(again, make_tar([("x", "file", "1"), ("y", "file", "2")])) == 2
+
+
+def _tree(root) -> dict[str, tuple]:
+    """Every name below ``root``: type, permission bits, owner, contents or link target, mtime of
+    files and links (what an extraction decides)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            rel = os.path.relpath(p, root)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("l", os.readlink(p), st.st_uid, int(st.st_mtime))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("d", oct(st.st_mode & 0o7777), st.st_uid, int(st.st_mtime))
+            else:
+                out[rel] = ("f", oct(st.st_mode & 0o7777), st.st_uid, int(st.st_mtime), st.st_nlink,
+                            Path(p).read_bytes())
+    return out
+
+
+def _stamped_tar(members) -> bytes:
+    """make_tar's members with their own modes and mtimes: (name, kind, data-or-target, mode)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for i, (name, kind, extra, mode) in enumerate(members):
+            info = tarfile.TarInfo(name)
+            info.mode, info.mtime = mode, 1_600_000_000 + 3600 * i
+            data = None
+            if kind == "file":
+                data = extra.encode()
+                info.size = len(data)
+            else:
+                info.type = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE}[kind]
+                info.linkname = extra or ""
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+LONG = "l" * 120 + "/" + "ö" * 70 + ".txt"
+LAID = [("./", "dir", None, 0o755), ("ro", "dir", None, 0o555), ("ro/inside.txt", "file", "in a read-only dir", 0o444),
+        ("bin/run.sh", "file", "#!/bin/sh\n", 0o775), ("secret", "file", "0600", 0o600), ("odd", "file", "x", 0o4777),
+        (LONG, "file", "long name", 0o644), ("to-long", "symlink", LONG, 0o777), ("hard", "hardlink", "./secret", 0o600),
+        ("bin/run.sh", "file", "replaced by a later member\n", 0o700), ("sub/", "dir", None, 0o750),
+        ("sub/deep/er/f", "file", "", 0o644), ("sub/deep", "dir", None, 0o700), ("sub", "dir", None, 0o711)]
+
+
+def test_a_canonical_archive_is_laid_by_the_guest_as_tar_would_extract_it(ch, guest):
+    data = _stamped_tar(LAID)
+    plain = tarcheck.canonical(data)
+    assert plain is not None and plain[:2] != b"\x1f\x8b"
+    assert tarfile.open(fileobj=io.BytesIO(plain)).getnames()[:2] == ["ro", "ro/inside.txt"]   # "./" left out
+    laid, by_tar = guest.workspace / "laid", guest.workspace / "by-tar"
+    for d in (laid, by_tar):
+        d.mkdir()
+        os.chown(d, UID, GID)
+    (by_tar / "marker").write_text("not empty: the guest lists, then runs tar")
+    # laid by oh-guest itself: it counts what it laid (tar into an empty directory does not count)
+    chan = ch.open("untar", [("dest", "laid"), ("limit", 1 << 20), ("lay", 1)])
+    chan.expect_start(30.0)
+    chan.write(plain)
+    ch.send(guestd.EOF, chan.id)
+    assert chan.finish(30.0)["members"] == str(len(LAID) - 1)
+    assert ch.untar("by-tar", data) == len(LAID)
+    os.remove(by_tar / "marker")
+    mine, tars = _tree(laid), _tree(by_tar)
+    assert mine == tars
+    assert mine["ro"][1] == "0o555" and mine["odd"][1] == "0o755"       # the umask (022) applies, set-id goes
+    assert mine["bin/run.sh"][-1] == b"replaced by a later member\n" and mine["hard"][4] == 2
+    assert mine[LONG][-1] == b"long name" and mine["to-long"][1] == LONG
+    assert {v[2] for v in mine.values()} == {UID}
+
+
+@pytest.mark.parametrize("member, why", [
+    (dict(name="../escape"), "with .."),
+    (dict(name="/tmp/escape"), "absolute"),
+    (dict(name="f", type=tarfile.FIFOTYPE), "type"),
+    (dict(name="f", checksum=True), "checksum"),
+    (dict(name="f", cut=True), "ends inside"),
+])
+def test_the_guest_lays_only_what_it_can_check(ch, guest, member, why):
+    """The guest does not trust the archive it is sent to lay: a bad one ends in badarchive with
+    nothing written outside the destination."""
+    info = tarfile.TarInfo(member["name"])
+    info.type = member.get("type", tarfile.REGTYPE)
+    info.size = 5 if info.type == tarfile.REGTYPE else 0
+    raw = bytearray(info.tobuf(tarfile.GNU_FORMAT) + (b"hello".ljust(512, b"\0") if info.size else b"") + b"\0" * 1024)
+    if member.get("checksum"):
+        raw[0:1] = b"g"
+    if member.get("cut"):
+        raw = raw[:512 + 3]           # inside the file's five bytes
+    dest = guest.workspace / f"bad-{why.replace(' ', '-')}"
+    dest.mkdir()
+    os.chown(dest, UID, GID)
+    before = snapshot(guest.root)
+    chan = ch.open("untar", [("dest", dest.name), ("limit", 1 << 20), ("lay", 1)])
+    chan.expect_start(30.0)
+    chan.write(bytes(raw))
+    ch.send(guestd.EOF, chan.id)
+    with pytest.raises(GuestBadArchive, match=why):
+        chan.finish(30.0)
+    after = snapshot(guest.root)
+    assert {k for k in after if not k.startswith(str(dest))} == {k for k in before if not k.startswith(str(dest))}
 
 
 def test_plain_is_for_small_single_member_archives():

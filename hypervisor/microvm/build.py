@@ -7,6 +7,7 @@ template copies them into the guest's tmpfs before its state is saved).
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import tempfile
@@ -17,8 +18,13 @@ SOURCES = Path(__file__).resolve().parent / "guest"
 
 
 def digest(source: Path) -> str:
-    """A short hash of one source file: the cache key of its binary."""
-    return hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]
+    """A short hash of a source file and the local headers it includes (``#include "x.h"``, beside
+    it): the cache key of its binary."""
+    text = Path(source).read_bytes()
+    h = hashlib.sha256(text)
+    for name in re.findall(rb'^#include "([^"/]+)"', text, re.M):
+        h.update(b"\0" + name + b"\0" + (Path(source).parent / name.decode()).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def compile_static(source: Path, cache_dir: Path, *, compiler: str | None = None) -> Path | None:

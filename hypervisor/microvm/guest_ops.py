@@ -303,22 +303,25 @@ class GuestOps:
               beneath: str | None = None, limits: tarcheck.Limits = tarcheck.LIMITS) -> int:
         """Extract a tar.gz into ``dest`` as the user, after `tarcheck.check` accepted it here;
         the number of members. Raises GuestUnsafeArchive (here, or from the guest's own check).
-        A small archive travels unpacked (`tarcheck.plain`), so the guest's tar runs without gzip;
-        a guest whose oh-guest predates that (a workspace saved before an upgrade) refuses it as
+        A small archive travels unpacked, written again by `tarcheck.canonical`: oh-guest extracts
+        that itself into an empty ``dest``, and otherwise runs tar on it without gzip. A guest
+        whose oh-guest predates plain archives (a workspace saved before an upgrade) refuses it as
         not a tar.gz, and gets the tar.gz."""
         data = fileobj if isinstance(fileobj, bytes) else fileobj.read(limits.compressed + 1)
         members = tarcheck.check(data, limits)
-        plain = tarcheck.plain(data)
+        plain = tarcheck.canonical(data)
         if plain is not None:
             try:
-                return self._untar(dest, plain, uid, gid, beneath, members)
+                return self._untar(dest, plain, uid, gid, beneath, members, lay=True)
             except GuestBadArchive:
                 pass
         return self._untar(dest, data, uid, gid, beneath, members)
 
-    def _untar(self, dest: str, data: bytes, uid, gid, beneath, members: int) -> int:
+    def _untar(self, dest: str, data: bytes, uid, gid, beneath, members: int, *, lay: bool = False) -> int:
+        # lay: the archive is tarcheck.canonical's, which oh-guest extracts itself into an empty
+        # destination (no exec of tar); an oh-guest that predates it ignores the key and runs tar
         chan = self.open("untar", [("dest", dest), ("limit", max(len(data), tarcheck.LIMITS.compressed))]
-                         + _ids(uid, gid, beneath))
+                         + [("lay", 1)] * lay + _ids(uid, gid, beneath))
         chan.expect_start(30.0)
         for at in range(0, len(data), CHUNK):
             chan.write(data[at:at + CHUNK])
@@ -326,8 +329,10 @@ class GuestOps:
                 break
         if not chan.ended:
             chan.owner.send(EOF, chan.id)
-        # the guest counts the members when it lists them (not into an empty destination)
-        return int(chan.finish().get("members", members))
+        # the count is the host's check's: a canonical archive leaves "." out, and the guest
+        # counts only what it lists or lays
+        chan.finish()
+        return members
 
     def pty_open(self, rows: int = 24, cols: int = 80, *, cwd: str | None = None,
                  env: dict[str, str] | None = None, argv: list[str] | None = None,

@@ -128,3 +128,36 @@ def plain(data: bytes, most: int = PLAIN_MAX) -> bytes | None:
     if len(out) > most or not unzip.eof or unzip.unused_data:
         return None
     return out
+
+
+def canonical(data: bytes, most: int = PLAIN_MAX) -> bytes | None:
+    """``data`` (a tar.gz `check` accepted) written again as a plain tar in the one form oh-guest
+    extracts itself (guest/lay.h): GNU format as tarfile writes it, names without ``.``, empty
+    parts or a leading ``/`` (hard link targets alike), only the fields an extraction uses. None
+    when it would be larger than ``most`` bytes (the guest's tar then reads the tar.gz)."""
+    out = io.BytesIO()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r|gz") as src, \
+                tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as dst:
+            for member in src:
+                name = _name(member)
+                if not name:
+                    continue                 # "." itself: the destination, left as it is
+                copy = tarfile.TarInfo(name)
+                copy.type, copy.mode, copy.mtime = member.type, member.mode, member.mtime
+                if member.issym():
+                    copy.linkname = member.linkname
+                elif member.islnk():
+                    copy.linkname = "/".join(_parts(member.linkname))
+                if member.isreg():
+                    copy.type, copy.size = tarfile.REGTYPE, member.size
+                    dst.addfile(copy, src.extractfile(member))
+                else:
+                    dst.addfile(copy)
+                if out.tell() > most:
+                    return None
+            end = dst.offset + 2 * tarfile.BLOCKSIZE
+    except (tarfile.TarError, zlib.error, EOFError, OSError):
+        return None
+    # the two end blocks, without tarfile's padding to a whole record (up to 10 KiB more to send)
+    return out.getvalue()[:end] if end <= most else None
