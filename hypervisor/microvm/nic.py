@@ -13,6 +13,7 @@ destination is unreachable (no route). The NIC goes with the VM.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import libvirt
 
@@ -76,6 +77,11 @@ print(name)
 """
 
 _lock = threading.Lock()
+#: libvirt (9.0) writes the MACs of every NIC plugged into a network to ``<this>/<bridge>.macs``,
+#: but makes the directory only when it starts a dnsmasq: on a host where no network with DHCP or
+#: DNS ever started, every plug into this one (it has neither) fails with "Failed to create file
+#: '/var/lib/libvirt/dnsmasq/virbr2.macs.new'". The path of a system connection's driver.
+DNSMASQ_STATE = Path("/var/lib/libvirt/dnsmasq")
 
 
 def isolated_network(host: Host) -> NetworkConfig:
@@ -98,6 +104,8 @@ def isolated_network(host: Host) -> NetworkConfig:
                         address=str(gateway), prefix=free.prefixlen, dns_enable=False, stp=False))
         if not net.is_active():
             net.start()
+        if DNSMASQ_STATE.parent.is_dir():
+            DNSMASQ_STATE.mkdir(mode=0o755, exist_ok=True)
         return net.config()
 
 
