@@ -97,10 +97,13 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=40)
     parser.add_argument("--pool", type=int, default=4)
     parser.add_argument("--poll", type=float, default=0.25)
+    parser.add_argument("--workers", type=int, default=0, help="OPENHOSTING_SUBMISSION_WORKERS (0: the default)")
+    parser.add_argument("--fillers", type=int, default=0, help="OPENHOSTING_SANDBOX_FILLERS (0: the default)")
     args = parser.parse_args()
     inst = installation(OPENHOSTING_IP_POOL="10.251.13.0/24", OPENHOSTING_SANDBOX_POOL_SIZE=str(args.pool),
-                        OPENHOSTING_SANDBOX_USER_LIMIT="64", OPENHOSTING_SUBMISSION_WORKERS=str(args.pool),
-                        OPENHOSTING_SUBMISSION_QUEUE_LIMIT="200")
+                        OPENHOSTING_SANDBOX_USER_LIMIT="64", OPENHOSTING_SUBMISSION_QUEUE_LIMIT="200",
+                        **({"OPENHOSTING_SUBMISSION_WORKERS": str(args.workers)} if args.workers else {}),
+                        **({"OPENHOSTING_SANDBOX_FILLERS": str(args.fillers)} if args.fillers else {}))
     inst.start(("image", "build", "base"))
     try:
         user = inst.create_user()

@@ -25,8 +25,13 @@ GUEST_OUTPUT = f"{GUEST_CONTROL}/output"
 RUN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
            "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
 #: Run by the template before its state is saved (page cache) and by every clone before it joins
-#: the pool (under TCG, QEMU's translation cache starts empty in every new process).
-DEFAULT_WARMUP = "command -v python3 >/dev/null && python3 -c 'import os, sys'; true"
+#: the pool (under TCG, QEMU's translation cache starts empty in every new process): Python's start,
+#: and, in the same process, a file and a directory made, changed and removed on the root file
+#: system, so the kernel's paths that lay a submission's files are translated (12 files: 0.047 s ->
+#: 0.025 s in a fresh clone).
+DEFAULT_WARMUP = ("command -v python3 >/dev/null && python3 -c 'import os, sys; p = \"/var/tmp/.oh-warm\"; "
+                  "f = open(p, \"w\"); f.write(p); f.close(); os.chmod(p, 0o600); os.utime(p, (0, 0)); "
+                  "os.unlink(p); os.mkdir(p); os.rmdir(p)'; true")
 
 
 @dataclass(frozen=True)
