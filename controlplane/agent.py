@@ -58,7 +58,7 @@ class Agent:
 
             self.submissions = SubmissionRunner(services.db, services.settings, face.submissions.files,
                                                 face.projects.files, self.sandboxes, self.queue.owner,
-                                                bell=self.wake)
+                                                bell=self.wake, finished=face.submissions.finished)
 
     def register(self, runner: Runner) -> None:
         self.runners[runner.kind] = runner

@@ -55,7 +55,8 @@ class WorkspacesFace:
     ssh_keys: object = None  # services.ssh_keys.SshKeys
 
 
-def build_workspaces_face(settings: Settings, db: Database, host, notify) -> WorkspacesFace:
+def build_workspaces_face(settings: Settings, db: Database, host, notify, finished=None,
+                          waiters=None) -> WorkspacesFace:
     from storage.projects import ProjectFiles, WorkspaceUploads
 
     from .services.projects import Projects
@@ -72,7 +73,7 @@ def build_workspaces_face(settings: Settings, db: Database, host, notify) -> Wor
     from .services.submissions import Submissions
 
     submissions = Submissions(db, settings, projects, SubmissionFiles(settings.state_dir / "submissions"),
-                              notify=notify)
+                              notify=notify, finished=finished, waiters=waiters)
     return WorkspacesFace(tokens=Tokens(db), projects=projects, workspaces=workspaces,
                           files=WorkspaceFiles(workspaces, guest_factory(settings, host)),
                           accelerator=lambda: str(host.accelerator), submissions=submissions,
@@ -97,16 +98,17 @@ def build_services(settings: Settings) -> Services:
 
     # The same services serve the API and the agent: the API side rings the agent and waits on
     # `waiters` (its socket is made on the first wait), the agent side rings the waiters.
-    waiters = settings.run_dir / "waiters"
+    waiters_dir = settings.run_dir / "waiters"
+    finished, waiters = ringer(waiters_dir), Waiters(waiters_dir)   # sandboxes' and submissions' waits
     sandboxes = Sandboxes(db, settings, UploadStore(settings.state_dir / "uploads"),
-                          notify=notifier(settings.run_dir / "agent.sock"), finished=ringer(waiters),
-                          waiters=Waiters(waiters))
+                          notify=notifier(settings.run_dir / "agent.sock"), finished=finished, waiters=waiters)
     accounts = Accounts(db)
     return Services(settings=settings, db=db, accounts=accounts, pool=pool, drives=drives,
                     resources=resources, servers=Servers(db, settings, drives, resources, substrate),
                     sandboxes=sandboxes,
                     workspaces_face=build_workspaces_face(settings, db, host,
-                                                          notifier(settings.run_dir / "agent.sock")),
+                                                          notifier(settings.run_dir / "agent.sock"),
+                                                          finished, waiters),
                     pads=padwiring.build(settings, db, accounts, sandboxes))
 
 

@@ -5,6 +5,7 @@ are in test_submissions_vm.py."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -131,6 +132,22 @@ def test_get_list_ids_paging_errors(site, acct, project):
     assert [i["id"] for i in rest["items"]] == [ids[0]]
     assert rest["paging"] == {"previous_page_token": "MA==", "next_page_token": None}
     assert acct.get("/submissions?page_token=MTA=").json()["items"] == []
+
+
+def test_wait_is_checked_and_ends_when_its_time_is_up(site, acct, project):
+    sid = submit(acct, project)
+    started = time.monotonic()
+    item = acct.get(f"/submissions/{sid}?wait=0.6").json()
+    assert item["executing"] and item["result"]["status"]["code"] == 0
+    assert time.monotonic() - started >= 0.6        # no agent here: nothing ends it sooner
+    assert acct.get(f"/submissions/{sid}?wait=0").json() == item
+    for bad in ("-1", "60.5", "abc", "nan", "inf", "1e400"):
+        err(acct.get(f"/submissions/{sid}?wait={bad}"), 400, 10)
+    other = new_account(site)
+    started = time.monotonic()
+    err(other.get(f"/submissions/{sid}?wait=30"), 404, 1001)
+    assert time.monotonic() - started < 30          # refused at once, never after a wait
+    err(acct.get("/submissions/999999?wait=30"), 404, 1001)
 
 
 def test_other_accounts_see_nothing(site, acct, project):

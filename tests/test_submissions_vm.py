@@ -273,6 +273,21 @@ def test_list_ids_paging_and_other_accounts(site, acct, project, examples):
     err(acct.get(f"/submissions/{ids[0]}/output"), 400, 1105)
 
 
+def test_a_wait_answers_as_soon_as_the_submission_is_final(acct, project, examples):
+    sid = submit(acct, project, "runtime_error")
+    asked = 0
+    while True:
+        asked += 1
+        started = time.monotonic()
+        item = acct.get(f"/submissions/{sid}?wait=60").json()
+        if not item["executing"]:
+            break
+        assert time.monotonic() - started >= 59 and asked < 20, item   # still running: it waited it all
+    # the answer came with the final status, not at the end of the minute
+    assert time.monotonic() - started < 59 and item["result"]["status"]["code"] == 12, item
+    assert item == acct.get(f"/submissions/{sid}").json()
+
+
 def test_agent_restart_ends_running_submission_in_20(site, acct, project):
     config = json.loads((EXAMPLE / "config.json").read_text())
     config["scenarios"] = {"slow": {"default": True, "stages": {"run": {"command": "sleep 60", "timeout": 120}}}}

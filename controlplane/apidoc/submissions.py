@@ -66,7 +66,11 @@ def paths() -> dict:
                             "multipart/form-data": {"schema": FIELDS}}}),
         },
         "/api/v1/submissions/{submission_id}": {"get": _op(
-            "submission_info", "One submission", 200, json_body(item), (404,), params=[SID])},
+            "submission_info", "One submission; with wait, answered as soon as it is final (a long poll)", 200,
+            json_body(item), (400, 404),
+            params=[SID, _q("wait", {"type": "number", "minimum": 0, "maximum": 60},
+                            "seconds (0-60) to wait for the submission to be final before answering; "
+                            "the answer is the same either way, `executing` tells which (400/10 otherwise)")])},
         "/api/v1/submissions/{submission_id}/{stream}": {"get": _op(
             "submission_stream", "One stream of a submission, raw", 200, raw, (400, 404),
             params=[SID, path_param("stream", {"enum": list(STREAMS)}, "stream name")])},

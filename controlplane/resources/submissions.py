@@ -38,7 +38,7 @@ class SubmissionCollection(_Base):
 
 class SubmissionItem(_Base):
     def on_get(self, req, resp, submission_id):
-        _json(resp, self.submissions.get(req.context.user, submission_id, self.base(req)))
+        _json(resp, self.submissions.get(req.context.user, submission_id, self.base(req), req.get_param("wait")))
 
 
 class SubmissionStream(_Base):

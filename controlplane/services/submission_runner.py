@@ -68,7 +68,8 @@ class SubmissionRunner:
     #: (`bell`) for every submission it accepts.
     POLL = 1.0
 
-    def __init__(self, db, settings, files, project_files, pools, owner: str | None = None, bell=None):
+    def __init__(self, db, settings, files, project_files, pools, owner: str | None = None, bell=None,
+                 finished=None):
         self.db = db
         self.settings = settings
         self.files = files              # storage.submissions.SubmissionFiles
@@ -77,6 +78,7 @@ class SubmissionRunner:
         self.owner = owner or owner_id()
         self.stopping = threading.Event()
         self.wake = bell if bell is not None else Bell()
+        self.finished = finished or (lambda key: None)   # rings the API's waits (Submissions.get's wait)
         self._free = threading.Semaphore(max(1, settings.submission_workers))
         self._thread: threading.Thread | None = None
 
@@ -99,6 +101,9 @@ class SubmissionRunner:
                 known["debug_log"] = self.files.save(row.id, "debug_log", old + note)
                 row.streams = json.dumps(known)
                 self._end_row(row, sub.INTERNAL_ERROR, "the VM was lost: the agent stopped while the submission ran")
+            lost_ids = [row.id for row in lost]
+        for submission_id in lost_ids:
+            self.finished(sub.ring_key(submission_id))
         if requeued or lost:
             log.info("submissions: %d requeued, %d ended in 20 after an agent restart", requeued, len(lost))
         return requeued + len(lost)
@@ -293,4 +298,5 @@ class SubmissionRunner:
             row.status, row.reason, row.score = status, (reason or None) and reason[:512], score
             row.time = 0.0 if seconds is None else round(seconds, 2)
             row.finished_at = utcnow()
+        self.finished(sub.ring_key(submission_id))     # committed: a woken wait reads the result
         log.info("submission %s: status %s%s", submission_id, status, f" ({reason})" if reason else "")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import time
 
 from sqlalchemy import func, select
 
@@ -41,6 +43,11 @@ log = logging.getLogger("openhosting.submissions")
 _ID = re.compile(r"^[0-9a-f]{32}$")
 
 
+def ring_key(submission_id: int) -> str:
+    """What the agent rings (doorbell.ringer) when submission ``submission_id`` is final."""
+    return f"submission-{submission_id}"
+
+
 def resolve_scenario(config: dict, name: str | None) -> str:
     """The scenario's name: `name` when the config has it, else the one with `default: true`."""
     scenarios = config.get("scenarios", {})
@@ -55,13 +62,25 @@ def resolve_scenario(config: dict, name: str | None) -> str:
 
 
 class Submissions:
+    #: The longest `get(..., wait=)` (s). A wait holds one of the API process's threads (gunicorn
+    #: gthread, 8 by default): past WAITS at once in a process, a get answers at once instead, so
+    #: waiting clients can never take every thread (they fall back to asking again).
+    MAX_WAIT = 60.0
+    WAITS = 6
+
     def __init__(self, db: Database, settings: Settings, projects: Projects, files: SubmissionFiles,
-                 notify=None):
+                 notify=None, finished=None, waiters=None, poll: float = 0.5):
         self.db = db
         self.settings = settings
         self.projects = projects
         self.files = files
         self.notify = notify or (lambda: None)
+        # agent -> API: the agent rings `finished(ring_key(id))` when a submission is final; a `get`
+        # with `wait` sleeps on `waiters` (doorbell.Waiters) and re-reads every `poll` s regardless
+        self.finished = finished or (lambda key: None)
+        self.waiters = waiters
+        self.poll = poll
+        self._waits = threading.BoundedSemaphore(self.WAITS)
 
     # ---- create --------------------------------------------------------------------------------
 
@@ -127,9 +146,42 @@ class Submissions:
             raise ContainersError(404, 1001, "submission not found")
         return sub
 
-    def get(self, user: str, submission_id, base: str) -> dict:
+    def get(self, user: str, submission_id, base: str, wait: str | None = None) -> dict:
+        """One submission; with ``wait`` (seconds, up to MAX_WAIT), answered as soon as it is final
+        or when that time has passed, whichever comes first (a client's long poll instead of many)."""
+        seconds = self._wait_seconds(wait)
         with self.db.read_session() as s:
-            return self.render(self._get(s, user, submission_id), base)
+            item = self.render(self._get(s, user, submission_id), base)   # 404 at once, never after a wait
+        if not seconds or not item["executing"] or self.waiters is None:
+            return item
+        if not self._waits.acquire(blocking=False):
+            return item
+        deadline = time.monotonic() + seconds
+        # registered before the next read: a ring between that read and the wait leaves the event set
+        event = self.waiters.register(ring_key(item["id"]))
+        try:
+            while True:
+                with self.db.read_session() as s:
+                    item = self.render(self._get(s, user, submission_id), base)
+                left = deadline - time.monotonic()
+                if not item["executing"] or left <= 0:
+                    return item
+                event.wait(min(self.poll, left))
+                event.clear()
+        finally:
+            self.waiters.unregister(ring_key(item["id"]), event)
+            self._waits.release()
+
+    def _wait_seconds(self, wait: str | None) -> float:
+        if wait is None:
+            return 0.0
+        try:
+            seconds = float(wait)
+        except ValueError:
+            seconds = -1.0
+        if not 0 <= seconds <= self.MAX_WAIT:      # NaN fails both
+            raise invalid(f"wait must be a number of seconds from 0 to {self.MAX_WAIT:g}")
+        return seconds
 
     def page(self, user: str, base: str, ids: str | None, limit: str | None, page_token: str | None) -> dict:
         if ids:
